@@ -1,0 +1,56 @@
+# ORConsole: everything a fresh machine needs is done by these targets.
+#   make demo   - the main job against the built-in simulators (window if a display, else headless)
+#   make test   - venv, install, the whole suite headless (offscreen, and UI tests again under Xvfb)
+#   make bundle - one-folder PyInstaller bundle, then start the built binary headless to check it
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+OUT := out
+export QT_QPA_PLATFORM ?= offscreen
+
+.PHONY: all demo test test-fast test-ui-xvfb system-deps venv bundle bench clean screenshots
+
+all: test
+
+system-deps:
+	@bash .ci/system-deps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: system-deps venv
+	@if [ -n "$$DISPLAY" ] && [ "$$QT_QPA_PLATFORM" != "offscreen" -o -n "$$ORCONSOLE_WINDOW" ]; then \
+		QT_QPA_PLATFORM=xcb $(VENV)/bin/orconsole; \
+	else \
+		mkdir -p $(OUT); $(VENV)/bin/orconsole demo --headless --artifacts $(OUT); \
+	fi
+
+test: system-deps venv
+	$(PY) -m pytest -q -p no:cacheprovider
+	@if [ -d tests/ui ]; then $(MAKE) --no-print-directory test-ui-xvfb; fi
+
+test-fast: venv
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
+
+test-ui-xvfb: venv
+	QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1920x1080x24" $(PY) -m pytest -q -p no:cacheprovider tests/ui
+
+bench: venv
+	$(PY) -m benchmarks.link --json
+
+bundle: system-deps venv
+	$(VENV)/bin/pyinstaller --noconfirm --clean --distpath dist --workpath build pyinstaller.spec
+	$(PY) scripts/check_bundle.py dist/orconsole
+
+screenshots: venv
+	$(PY) scripts/screenshots.py
+
+clean:
+	rm -rf build dist $(OUT) .pytest_cache
