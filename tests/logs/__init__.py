@@ -1,0 +1,1 @@
+"""Tests of logs/ (store, audit chain, signatures, records, exports) and orconsole/identity.py."""
