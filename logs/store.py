@@ -40,7 +40,15 @@ class ImmutableDocument(StoreError):
 
 
 def default_data_dir() -> Path:
-    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+    """ORCONSOLE_HOME if set (as orconsole.paths does), else platformdirs' user data directory."""
+    base = os.environ.get("ORCONSOLE_HOME")
+    return Path(base) if base else Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def default_installation_key_path() -> Path:
+    """ORCONSOLE_INSTALLATION_KEY if set, else installation-key.pem in the data directory."""
+    env = os.environ.get("ORCONSOLE_INSTALLATION_KEY")
+    return Path(env) if env else default_data_dir() / "installation-key.pem"
 
 
 def default_url() -> str:
