@@ -264,6 +264,12 @@ class Store:
             return [AuditEntry(int(r.seq), r.utc, r.actor, r.action, r.details, r.prev_hash, r.entry_hash)
                     for r in conn.execute(q)]
 
+    def audit_head(self) -> tuple[int, str]:
+        """(last sequence number, last entry hash): quote it elsewhere to anchor the chain externally."""
+        with self.engine.connect() as conn:
+            head = conn.execute(select(t.audit_head).where(t.audit_head.c.id == 1)).one()
+        return int(head.seq), head.entry_hash
+
     def verify_audit_chain(self) -> ChainVerdict:
         with self.engine.connect() as conn:
             head = conn.execute(select(t.audit_head).where(t.audit_head.c.id == 1)).one_or_none()

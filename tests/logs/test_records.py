@@ -1,0 +1,182 @@
+"""The delivery record: incremental drafts, canonical form, signing, addenda and tamper detection."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import text
+
+from logs.canonical import canonical_json
+from logs.records import Correction, RecordBook, TerminationCause
+from logs.samples import example_record, example_sessions
+from logs.signing import Meaning
+from logs.store import ImmutableDocument
+from logs.verify import verify_all, verify_export_bytes, verify_stored
+from logs.export_json import export_json_bytes
+from tests.logs.conftest import drop_protection
+from tests.logs.helpers import PASSWORDS, make_cast, signed_record
+
+
+def test_record_is_built_incrementally_and_totals_are_computed_at_finalisation(store):
+    cast = make_cast(store)
+    record_id = signed_record(store, cast)
+    rec = RecordBook(store).load(record_id)
+    assert [s.delivery_type for s in rec.sessions] == ["TREATMENT", "CONTINUATION"]
+    assert rec.totals.dose_gy.primary_timer_gy == pytest.approx(20.0)
+    assert rec.totals.console_beam_on_s == pytest.approx(1379.3)
+    assert rec.completion == "complete"
+    assert len(rec.interruptions) == 1 and len(rec.interlock_events) == 2
+
+
+def test_canonical_record_has_sorted_keys_fixed_decimals_and_no_whitespace():
+    rec = example_record()
+    data = rec.canonical_bytes()
+    assert b"\n" not in data and b"\": " not in data and b"\", \"" not in data
+    assert b'"prescription_gy":20.000000' in data and b'"k_out":1.004200' in data
+    obj = json.loads(data)
+    assert list(obj) == sorted(obj)
+    assert canonical_json(obj) == data
+
+
+def test_second_session_must_be_a_continuation():
+    rec = example_record()
+    s1, s2 = example_sessions()[0]
+    with pytest.raises(ValidationError, match="CONTINUATION"):
+        rec.sessions = [s1, s2.model_copy(update={"delivery_type": "TREATMENT"})]
+
+
+def test_naive_timestamps_are_refused():
+    from datetime import datetime
+
+    s1 = example_sessions()[0][0]
+    with pytest.raises(ValidationError, match="without time zone"):
+        s1.model_copy(update={}).__class__.model_validate({**s1.model_dump(), "beam_on_utc": datetime(2026, 1, 1)})
+
+
+def test_termination_causes_map_to_dicom_statuses():
+    assert TerminationCause.PRESET_TIME_REACHED.dicom_status == "NORMAL"
+    assert TerminationCause.OPERATOR_STOP.dicom_status == "OPERATOR"
+    assert TerminationCause.INTERLOCK.dicom_status == "MACHINE"
+    assert TerminationCause.UNKNOWN.dicom_status == "UNKNOWN"
+
+
+def test_signed_record_verifies_with_every_signature(store):
+    cast = make_cast(store)
+    record_id = signed_record(store, cast)
+    v = verify_stored(store, record_id)
+    assert v.ok, v.render()
+    assert [s.meaning for s in v.signatures] == ["performed delivery", "reviewed record"]
+    assert "Example, Erika" in v.render()
+    whole = verify_all(store)
+    assert whole.ok, whole.render()
+
+
+def test_signed_record_cannot_be_changed_only_amended(store):
+    cast = make_cast(store)
+    record_id = signed_record(store, cast)
+    book = RecordBook(store)
+    with pytest.raises(ImmutableDocument):
+        book.update(record_id, lambda r: setattr(r, "comments", "edited"))
+    add = book.add_addendum(record_id, author="tom", reason="termination detail mistyped",
+                            corrections=[Correction(field_path="sessions.1.termination_detail",
+                                                    recorded_value="heartbeat from the control unit lost for 1.2 s",
+                                                    corrected_value="heartbeat lost for 1.3 s")])
+    cast.ids.sign(cast.therapist, PASSWORDS["tom"], add.doc_id, Meaning.AUTHORED_ADDENDUM)
+    assert add.references_hash == store.get_document(record_id).content_hash
+    v = verify_stored(store, record_id)
+    assert v.ok, v.render()
+    assert any("addendum" in n and "verified" in n for n in v.notes)
+
+
+def _flip(data: bytes, rng: random.Random) -> tuple[bytes, int]:
+    pos = rng.randrange(len(data))
+    new = bytes([data[pos] ^ (1 << rng.randrange(8))])
+    return data[:pos] + new + data[pos + 1:], pos
+
+
+def test_flipping_any_byte_of_a_stored_record_is_detected(store):
+    cast = make_cast(store)
+    record_id = signed_record(store, cast)
+    drop_protection(store)
+    original = store.get_document(record_id).content.encode("utf-8")
+    rng = random.Random(20)
+    for _ in range(25):
+        damaged, pos = _flip(original, rng)
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE documents SET content=:c WHERE doc_id=:d"),
+                         {"c": damaged.decode("utf-8", errors="replace"), "d": record_id})
+        v = verify_stored(store, record_id)
+        assert not v.ok, f"flip at byte {pos} not detected"
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE documents SET content=:c WHERE doc_id=:d"), {"c": original.decode(), "d": record_id})
+    assert verify_stored(store, record_id).ok
+
+
+def test_flipping_a_byte_in_any_signature_field_is_detected(store):
+    cast = make_cast(store)
+    record_id = signed_record(store, cast, review=False)
+    drop_protection(store)
+    sig = store.signatures_for(record_id)[0]
+    rng = random.Random(7)
+    for column in ("meaning", "signer_user_id", "username", "printed_name", "role", "signed_utc", "content_hash",
+                   "key_id", "signature_b64", "installation_key_id", "countersignature_b64", "sig_id"):
+        value = getattr(sig, column)
+        pos = rng.randrange(len(value))
+        changed = value[:pos] + chr(ord(value[pos]) ^ 1) + value[pos + 1:]
+        with store.engine.begin() as conn:
+            conn.execute(text(f"UPDATE signatures SET {column}=:v WHERE sig_id=:s"), {"v": changed, "s": sig.sig_id})
+        assert not verify_all(store).ok, f"change in {column} not detected"
+        with store.engine.begin() as conn:
+            key = changed if column == "sig_id" else sig.sig_id
+            conn.execute(text(f"UPDATE signatures SET {column}=:v WHERE sig_id=:s"), {"v": value, "s": key})
+        assert verify_all(store).ok
+
+
+def test_deleting_a_signature_or_a_record_is_detected_through_the_audit_trail(store):
+    cast = make_cast(store)
+    record_id = signed_record(store, cast)
+    drop_protection(store)
+    sig = store.signatures_for(record_id)[1]
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM signatures WHERE sig_id=:s"), {"s": sig.sig_id})
+    v = verify_stored(store, record_id)
+    assert not v.ok and "'reviewed record' signature" in v.render() and "missing" in v.render()
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM signatures WHERE doc_id=:d"), {"d": record_id})
+        conn.execute(text("DELETE FROM documents WHERE doc_id=:d"), {"d": record_id})
+    whole = verify_all(store)
+    assert not whole.ok and f"document {record_id} was created according to the audit trail" in whole.render()
+
+
+def test_exported_json_verifies_offline(store):
+    cast = make_cast(store)
+    record_id = signed_record(store, cast)
+    data = export_json_bytes(store, record_id, cast.ids.installation_key, exported_by="pia")
+    verdicts = verify_export_bytes(data)
+    assert all(v.ok for v in verdicts), "\n".join(v.render() for v in verdicts)
+    kinds = [v.kind for v in verdicts]
+    assert kinds == ["delivery_record", "plan"]
+    body = json.loads(data)["body"]
+    assert body["documents"][0]["content"]["patient"]["trial_subject_id"] == "IORT-BM-007"
+    assert all(k["public_key_b64"] for k in body["public_keys"].values())
+
+
+def test_flipping_random_bytes_in_an_exported_record_is_detected(store):
+    cast = make_cast(store)
+    record_id = signed_record(store, cast)
+    data = export_json_bytes(store, record_id, cast.ids.installation_key, exported_by="pia")
+    rng = random.Random(1234)
+    for _ in range(200):
+        damaged, pos = _flip(data, rng)
+        verdicts = verify_export_bytes(damaged)
+        assert not all(v.ok for v in verdicts), f"flip at byte {pos} ({data[pos - 10:pos + 10]!r}) not detected"
+
+
+def test_export_of_a_draft_is_refused(store):
+    cast = make_cast(store)
+    rec = example_record()
+    RecordBook(store).start(rec, actor="tom")
+    with pytest.raises(Exception, match="still a draft"):
+        export_json_bytes(store, rec.record_id, cast.ids.installation_key, exported_by="tom")
