@@ -5,7 +5,6 @@ bury a tolerance as a constant in code: add it here, with a unit in its name and
 """
 from __future__ import annotations
 
-import math
 import re
 import tomllib
 from pathlib import Path
@@ -205,7 +204,3 @@ def load_config(path: str | Path | None) -> SiteConfig:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}). Save it as UTF-8.",
                           path=path) from exc
     return parse_config(text, path=path)
-
-
-def is_finite_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
