@@ -78,7 +78,7 @@ class QaPolicy(BaseModel):
     isotropy_tolerance_fraction: float = Field(0.03, gt=0, le=0.10)
     straightness_tolerance_mm: float = Field(0.2, gt=0, le=1.0)
     centering_tolerance_mm: float = Field(0.2, gt=0, le=1.0)
-    calibration_max_validity_days: int = Field(365, ge=1, le=730)
+    calibration_max_validity_days: int = Field(366, ge=1, le=730)
     require_signature_for_treatment: bool = True
 
     @model_validator(mode="after")
@@ -374,7 +374,7 @@ class OutputCheck:
                                     xrs_firmware=xrs_id.firmware, electrometer_serial=ro_id.serial_number,
                                     electrometer_model=f"{ro_id.name} {ro_id.type_number}".strip(),
                                     electrometer_firmware=ro_id.firmware, chamber_serial=request.chamber_serial),
-            calibration_digest=self.calibration.to_source_calibration().content_digest or "",
+            calibration_sha256=self.calibration.file_sha256,
             calibration_date=self.calibration.calibration_date,
             reference_reading_c=self.calibration.reference_reading_c, qa_exposure_s=self.calibration.qa_exposure_s,
             kv=self.calibration.nominal_kv, ua=self.calibration.nominal_ua,

@@ -53,7 +53,7 @@ class OutputCheckRecord(_Frozen):
     performed_at: datetime                 # with time zone
     performed_by: str                      # user name of the physicist (or "headless")
     instruments: Instruments
-    calibration_digest: str
+    calibration_sha256: str               # hash of the imported calibration file
     calibration_date: date
     reference_reading_c: float = Field(gt=0)
     qa_exposure_s: float = Field(gt=0)
@@ -138,7 +138,7 @@ class Acknowledgement(_Frozen):
 
 class CalibrationApplicator(_Frozen):
     diameter_cm: ApplicatorCm
-    surface_dose_rate_gy_per_min: float = Field(gt=0, le=10.0)
+    surface_dose_rate_gy_per_min: float = Field(gt=0, le=1000.0)  # the import limit is the real check
     assumption: bool = False
     note: str = ""
 
