@@ -10,6 +10,9 @@ import enum
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from drivers.hal import XrsFault, XrsInterlock, XrsState, XrsStatus
+from orconsole.config import SiteConfig
+
 
 class InterlockId(str, enum.Enum):
     OUTPUT_CHECK_NOT_PASSED = "output_check_not_passed"
@@ -279,6 +282,97 @@ class InterlockBank:
     def start_blockers(self) -> tuple[InterlockStatus, ...]:
         """Every active interlock blocks arming and beam on, whatever its effect during beam."""
         return self.active()
+
+
+# --------------------------------------------------------------------------------------------
+# Conditions: pure functions from device status and delivery figures to interlock conditions.
+# The supervisor feeds their results to InterlockBank.update(); tests feed them fake statuses.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Condition:
+    interlock: InterlockId
+    present: bool
+    detail: str = ""
+
+
+def device_conditions(status: XrsStatus, *, plan_applicator_cm: float | None, plan_source_serial: str | None,
+                      device_source_serial: str) -> tuple[Condition, ...]:
+    """Conditions read from one status reply of the X-ray unit."""
+    mounted = status.applicator_diameter_cm
+    applicator_wrong = plan_applicator_cm is not None and mounted != plan_applicator_cm
+    mounted_text = "no applicator sensed" if mounted is None else f"mounted {mounted:.1f} cm"
+    open_bits = status.interlocks & (XrsInterlock.EXTERNAL_INTERLOCK_OPEN | XrsInterlock.KEY_SWITCH_OFF
+                                     | XrsInterlock.NO_APPLICATOR)
+    estop = bool(status.interlocks & XrsInterlock.EMERGENCY_STOP) or bool(status.faults & XrsFault.EMERGENCY_STOP)
+    faults = status.faults & ~XrsFault.EMERGENCY_STOP
+    fault_present = bool(faults) or status.state is XrsState.FAULT
+    serial_wrong = plan_source_serial is not None and device_source_serial != plan_source_serial
+    return (
+        Condition(InterlockId.APPLICATOR_MISMATCH, applicator_wrong,
+                  f"{mounted_text}, plan requires {plan_applicator_cm} cm" if applicator_wrong else ""),
+        Condition(InterlockId.DEVICE_INTERLOCK_OPEN, bool(open_bits), _flag_names(open_bits)),
+        Condition(InterlockId.EMERGENCY_STOP, estop, "emergency stop reported by the unit" if estop else ""),
+        Condition(InterlockId.DEVICE_FAULT, fault_present,
+                  (_flag_names(faults) or f"unit state {status.state.value}") if fault_present else ""),
+        Condition(InterlockId.SOURCE_SERIAL_MISMATCH, serial_wrong,
+                  f"connected {device_source_serial}, plan and calibration {plan_source_serial}" if serial_wrong else ""),
+    )
+
+
+def _flag_names(flags: enum.Flag) -> str:
+    return ", ".join(f.name.lower().replace("_", " ") for f in type(flags) if f.value and f in flags)
+
+
+def beam_conditions(status: XrsStatus, *, config: SiteConfig, since_beam_start_s: float,
+                    expected_rate_gy_per_s: float, measured_rate_gy_per_s: float | None,
+                    primary_dose_gy: float, secondary_dose_gy: float) -> tuple[Condition, ...]:
+    """Conditions checked while the beam is on. Technique and dose rate only after the ramp-up time.
+
+    `primary_dose_gy`: console timer × planned rate for this delivery; `secondary_dose_gy`: the IRM's.
+    """
+    d = config.delivery
+    settled = since_beam_start_s >= d.ramp_up_s
+    kv_dev = abs(status.kv - d.nominal_kv) / d.nominal_kv
+    ua_dev = abs(status.ua - d.nominal_ua) / d.nominal_ua
+    kv_bad = settled and kv_dev > d.kv_tolerance_fraction + 1e-12
+    ua_bad = settled and ua_dev > d.ua_tolerance_fraction + 1e-12
+    rate_bad, rate_detail = False, ""
+    if settled and measured_rate_gy_per_s is not None:
+        rate_dev = abs(measured_rate_gy_per_s - expected_rate_gy_per_s) / expected_rate_gy_per_s
+        rate_bad = rate_dev > d.dose_rate_tolerance_fraction + 1e-12
+        rate_detail = (f"measured {measured_rate_gy_per_s * 60:.3f} Gy/min, expected "
+                       f"{expected_rate_gy_per_s * 60:.3f} Gy/min ({rate_dev * 100:.1f} %)") if rate_bad else ""
+    gap_gy = abs(primary_dose_gy - secondary_dose_gy)
+    allowed_gy = max(d.channel_agreement_fraction * max(primary_dose_gy, secondary_dose_gy),
+                     d.channel_agreement_floor_gy)
+    channels_bad = gap_gy > allowed_gy
+    return (
+        Condition(InterlockId.KV_OUT_OF_TOLERANCE, kv_bad,
+                  f"{status.kv:.2f} kV, nominal {d.nominal_kv:g} kV ± {d.kv_tolerance_fraction * 100:g} %" if kv_bad else ""),
+        Condition(InterlockId.UA_OUT_OF_TOLERANCE, ua_bad,
+                  f"{status.ua:.2f} µA, nominal {d.nominal_ua:g} µA ± {d.ua_tolerance_fraction * 100:g} %" if ua_bad else ""),
+        Condition(InterlockId.DOSE_RATE_OUT_OF_TOLERANCE, rate_bad, rate_detail),
+        Condition(InterlockId.DOSE_CHANNELS_DISAGREE, channels_bad,
+                  f"primary {primary_dose_gy:.3f} Gy, secondary (IRM) {secondary_dose_gy:.3f} Gy, "
+                  f"allowed difference {allowed_gy:.3f} Gy" if channels_bad else ""),
+    )
+
+
+def cumulative_dose_condition(*, prescription_dose_gy: float, previously_delivered_gy: float,
+                              delivered_now_gy: float, still_preset_gy: float, config: SiteConfig) -> Condition:
+    """Would the delivered total plus what is still preset exceed the prescription (or the ceiling)?
+
+    `delivered_now_gy` is the larger of the two channels for this delivery. Slack: the record/hardware
+    agreement fraction (0.5 %), so the normal end of a delivery does not trip it.
+    """
+    limit_gy = min(prescription_dose_gy, config.prescription.hard_ceiling_dose_gy)
+    total_gy = previously_delivered_gy + delivered_now_gy + max(0.0, still_preset_gy)
+    bad = total_gy > limit_gy * (1 + config.delivery.record_hardware_agreement_fraction)
+    return Condition(InterlockId.CUMULATIVE_DOSE_EXCEEDS_PRESCRIPTION, bad,
+                     f"{previously_delivered_gy:.3f} Gy before + {delivered_now_gy:.3f} Gy now + "
+                     f"{still_preset_gy:.3f} Gy preset = {total_gy:.3f} Gy > {limit_gy:g} Gy" if bad else "")
 
 
 def render_markdown(registry: Mapping[InterlockId, InterlockDefinition] = REGISTRY) -> str:

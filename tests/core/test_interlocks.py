@@ -125,3 +125,88 @@ def test_status_is_structured_and_readable():
 def test_docs_match_the_registry():
     assert DOCS.read_text(encoding="utf-8") == render_markdown(), \
         "docs/interlocks.md is stale: run python -m orconsole.interlocks > docs/interlocks.md"
+
+
+# -- conditions from device status and delivery figures ------------------------------------------------
+
+from drivers.hal import BeamOffCause, XrsFault, XrsInterlock, XrsState, XrsStatus  # noqa: E402
+from orconsole.config import SiteConfig  # noqa: E402
+from orconsole.interlocks import beam_conditions, cumulative_dose_condition, device_conditions  # noqa: E402
+
+
+def status(**changes) -> XrsStatus:
+    data = dict(state=XrsState.BEAM_ON, kv=50.0, ua=40.0, hv_on=True, irm_counts=0, irm_dose_gy=0.0,
+                applicator_diameter_cm=3.0, interlocks=XrsInterlock.NONE, faults=XrsFault.NONE, device_time_s=0.0,
+                beam_on_time_s=0.0, last_beam_off_cause=BeamOffCause.NONE, last_beam_off_reason=None,
+                armed_plan_hash=None)
+    data.update(changes)
+    return XrsStatus(**data)
+
+
+def present(conditions) -> dict:
+    return {c.interlock: c.detail for c in conditions if c.present}
+
+
+def dev(s: XrsStatus, serial: str = "XRS-0042"):
+    return present(device_conditions(s, plan_applicator_cm=3.0, plan_source_serial="XRS-0042",
+                                     device_source_serial=serial))
+
+
+def test_a_healthy_status_raises_no_condition():
+    assert dev(status()) == {}
+
+
+def test_device_conditions_name_what_is_wrong():
+    assert "mounted 3.5 cm, plan requires 3.0 cm" in dev(status(applicator_diameter_cm=3.5))[
+        InterlockId.APPLICATOR_MISMATCH]
+    assert "no applicator sensed" in dev(status(applicator_diameter_cm=None))[InterlockId.APPLICATOR_MISMATCH]
+    assert "external interlock open" in dev(status(interlocks=XrsInterlock.EXTERNAL_INTERLOCK_OPEN))[
+        InterlockId.DEVICE_INTERLOCK_OPEN]
+    assert InterlockId.EMERGENCY_STOP in dev(status(interlocks=XrsInterlock.EMERGENCY_STOP))
+    assert InterlockId.EMERGENCY_STOP in dev(status(faults=XrsFault.EMERGENCY_STOP, state=XrsState.FAULT))
+    assert "hv arc" in dev(status(faults=XrsFault.HV_ARC))[InterlockId.DEVICE_FAULT]
+    assert InterlockId.DEVICE_FAULT in dev(status(state=XrsState.FAULT))
+    assert "connected XRS-0099" in dev(status(), serial="XRS-0099")[InterlockId.SOURCE_SERIAL_MISMATCH]
+
+
+def beam(s: XrsStatus, *, t: float = 10.0, measured: float | None = 0.0145, primary: float = 0.145,
+         secondary: float = 0.145):
+    return present(beam_conditions(s, config=SiteConfig(), since_beam_start_s=t, expected_rate_gy_per_s=0.0145,
+                                   measured_rate_gy_per_s=measured, primary_dose_gy=primary,
+                                   secondary_dose_gy=secondary))
+
+
+def test_technique_is_judged_only_after_ramp_up():
+    assert beam(status(kv=30.0, ua=10.0), t=1.0) == {}
+    bad = beam(status(kv=48.9, ua=37.9))
+    assert set(bad) == {InterlockId.KV_OUT_OF_TOLERANCE, InterlockId.UA_OUT_OF_TOLERANCE}
+    assert "48.90 kV" in bad[InterlockId.KV_OUT_OF_TOLERANCE]
+    assert beam(status(kv=49.0, ua=38.0)) == {}        # exactly at ±2 % / ±5 %
+
+
+def test_dose_rate_outside_10_percent_trips_after_ramp_up():
+    assert beam(status(), measured=0.0145 * 1.10) == {}
+    assert InterlockId.DOSE_RATE_OUT_OF_TOLERANCE in beam(status(), measured=0.0145 * 1.11)
+    assert InterlockId.DOSE_RATE_OUT_OF_TOLERANCE in beam(status(), measured=0.0145 * 0.85)
+    assert beam(status(), measured=0.0, t=2.9) == {}
+    assert beam(status(), measured=None) == {}
+
+
+def test_dose_channels_must_agree():
+    assert beam(status(), primary=10.0, secondary=9.6) == {}            # 4 %
+    assert InterlockId.DOSE_CHANNELS_DISAGREE in beam(status(), primary=10.0, secondary=9.4)
+    assert beam(status(), primary=0.15, secondary=0.0) == {}            # floor 0.2 Gy at the start
+    assert InterlockId.DOSE_CHANNELS_DISAGREE in beam(status(), primary=0.5, secondary=0.0)
+
+
+def test_cumulative_dose_may_not_exceed_the_prescription():
+    c = SiteConfig()
+    ok = cumulative_dose_condition(prescription_dose_gy=20.0, previously_delivered_gy=12.0, delivered_now_gy=0.0,
+                                   still_preset_gy=8.0, config=c)
+    assert not ok.present
+    at_end = cumulative_dose_condition(prescription_dose_gy=20.0, previously_delivered_gy=0.0,
+                                       delivered_now_gy=20.09, still_preset_gy=0.0, config=c)
+    assert not at_end.present                                            # within 0.5 %
+    over = cumulative_dose_condition(prescription_dose_gy=20.0, previously_delivered_gy=12.0,
+                                     delivered_now_gy=0.0, still_preset_gy=8.5, config=c)
+    assert over.present and "20.500 Gy > 20 Gy" in over.detail
