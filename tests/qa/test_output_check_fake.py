@@ -1,0 +1,182 @@
+"""The output-check procedure step by step against deterministic fake devices (manual clock)."""
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from drivers.hal import BeamOffReason
+from orconsole.models import QaOutcome
+from orconsole.qa import (InMemoryQaRepository, OutputCheck, OutputCheckRequest, QaIncomplete, QaInputError,
+                          QaPolicy, acknowledge_warning, k_tp, output_check_gate, qa_results_for_planning)
+from orconsole.qa_models import CalibrationApplicator, CalibrationRecord
+from tests.qa.fakes import FakeReadout, FakeXrs, World
+
+TODAY = date(2026, 11, 26)
+
+
+def calibration(reference_reading_nc: float = 3.0) -> CalibrationRecord:
+    return CalibrationRecord(source_serial="XRS-TEST-1", source_model="fake", calibration_date=date(2026, 6, 1),
+                             valid_until=date(2027, 6, 1), calibrated_by="A. Physicist", nominal_kv=50.0,
+                             nominal_ua=40.0, qa_exposure_s=1.0, reference_reading_nc=reference_reading_nc,
+                             applicators=(CalibrationApplicator(diameter_cm=3.0, surface_dose_rate_gy_per_min=0.87),),
+                             imported_from="test", file_sha256="0" * 64)
+
+
+def make_check(world: World, *, policy: QaPolicy | None = None, readout: FakeReadout | None = None,
+               reference_reading_nc: float = 3.0):
+    xrs = FakeXrs(world)
+    readout = readout or FakeReadout(world)
+    check = OutputCheck(xrs=xrs, readout=readout, calibration=calibration(reference_reading_nc),
+                        policy=policy or QaPolicy(), sleep=world.clock.sleep, monotonic=world.clock.monotonic,
+                        today=lambda: TODAY)
+    return check, xrs, readout
+
+
+def test_nominal_room_passes_and_the_beam_is_switched_off_after_every_reading():
+    world = World()
+    check, xrs, readout = make_check(world)
+    record = check.run(OutputCheckRequest("20.0 C", "101.325 kPa", chamber_serial="34013-001"))
+    assert record.result is QaOutcome.PASS
+    assert record.k_out == pytest.approx(1.0, abs=1e-3)
+    assert len(record.readings) == 3 and record.used_attempt == 1
+    assert xrs.calls.count("beam_on") == 3 == xrs.calls.count("beam_off")
+    for i, call in enumerate(xrs.calls):
+        if call == "beam_on":
+            assert xrs.calls[i + 1] == "beam_off"
+    assert set(xrs.beam_off_reasons) == {BeamOffReason.QA_EXPOSURE_END}
+    assert readout.calls[0] == "token" and readout.calls[-1] == "release"
+    assert readout.calls.index("zero") < readout.calls.index("range LOW") < readout.calls.index("reset")
+    assert record.instruments.electrometer_serial == "654321" and record.instruments.chamber_serial == "34013-001"
+    assert record.performed_on == TODAY
+
+
+def test_zero_correction_waits_out_the_electrometer_warm_up():
+    world = World()
+    readout = FakeReadout(world, warm_up_s=120.0, zero_s=30.0)
+    start = world.clock.now_s
+    check, _, readout = make_check(world, readout=readout)
+    check.run(OutputCheckRequest("20", "101.325"))
+    assert "zero" in readout.calls
+    assert world.clock.now_s - start >= 150.0
+
+
+def test_warm_low_pressure_room_reads_low_raw_but_k_out_stays_one():
+    world = World(room_k_tp=k_tp(30.0, 95.0))
+    check, _, _ = make_check(world)
+    record = check.run(OutputCheckRequest("30 C", "950 hPa"))
+    assert record.raw_mean_c == pytest.approx(3.0e-9 / 1.10296, rel=1e-3)   # 9.3 % low raw
+    assert record.k_tp == pytest.approx(1.10296, abs=1e-5)
+    assert record.k_out == pytest.approx(1.0, abs=1e-3) and record.result is QaOutcome.PASS
+
+
+def test_wrong_chamber_voltage_stops_before_any_exposure():
+    world = World()
+    check, xrs, readout = make_check(world, readout=FakeReadout(World(), hv_v=200))
+    with pytest.raises(QaIncomplete, match="chamber voltage is 200 V"):
+        check.run(OutputCheckRequest("20", "101.3"))
+    assert "beam_on" not in xrs.calls
+    assert readout.calls[-1] == "release"
+
+
+def test_electrometer_overload_gives_no_result_and_says_to_change_range():
+    world = World()
+    check, xrs, _ = make_check(world, policy=QaPolicy(measurement_range="VERY_LOW"))
+    with pytest.raises(QaIncomplete, match="overloaded") as info:
+        check.run(OutputCheckRequest("20", "101.3"))
+    assert "range" in info.value.message
+    assert xrs.calls.count("beam_on") == xrs.calls.count("beam_off") == 1
+
+
+def test_scattering_readings_repeat_the_series_then_give_no_result():
+    world = World(noise_fraction=0.02)
+    check, xrs, _ = make_check(world)
+    with pytest.raises(QaIncomplete, match="scatter") as info:
+        check.run(OutputCheckRequest("20", "101.3"))
+    assert len(info.value.readings) == 6            # two series of three
+    assert xrs.calls.count("beam_on") == xrs.calls.count("beam_off") == 6
+
+
+def test_source_output_ten_percent_low_fails_and_blocks_treatment():
+    world = World(output_fraction=0.90)
+    check, _, _ = make_check(world)
+    record = check.run(OutputCheckRequest("20", "101.325"))
+    assert record.k_out == pytest.approx(0.90, abs=1e-3)
+    assert record.result is QaOutcome.FAIL and "No treatment" in record.message
+    repo = InMemoryQaRepository()
+    repo.save(record)                               # unsigned: a fail counts anyway
+    gate = output_check_gate(repo, source_serial="XRS-TEST-1", day=TODAY)
+    assert not gate.allowed and "FAILED" in gate.reason
+    assert [q.result for q in qa_results_for_planning(repo, source_serial="XRS-TEST-1", day=TODAY)] == [QaOutcome.FAIL]
+
+
+def test_the_incident_reading_never_becomes_a_scale_factor():
+    # source not fully inserted: the chamber saw about half the output (230.7 s became 436.6 s)
+    world = World(output_fraction=230.7 / 436.6)
+    check, _, _ = make_check(world)
+    record = check.run(OutputCheckRequest("20", "101.325"))
+    assert record.result is QaOutcome.FAIL
+    repo = InMemoryQaRepository()
+    repo.save(record)
+    repo.mark_signed(record.qa_id, "A. Physicist")
+    assert not output_check_gate(repo, source_serial="XRS-TEST-1", day=TODAY).allowed
+
+
+def test_a_fail_blocks_until_a_new_check_passes_and_is_signed():
+    repo = InMemoryQaRepository()
+    bad, _, _ = make_check(World(output_fraction=0.9))
+    repo.save(bad.run(OutputCheckRequest("20", "101.325")))
+    good, _, _ = make_check(World())
+    passed = good.run(OutputCheckRequest("20", "101.325"))
+    repo.save(passed)
+    gate = output_check_gate(repo, source_serial="XRS-TEST-1", day=TODAY)
+    assert not gate.allowed and "FAILED" in gate.reason         # the pass is not signed yet
+    repo.mark_signed(passed.qa_id, "A. Physicist")
+    gate = output_check_gate(repo, source_serial="XRS-TEST-1", day=TODAY)
+    assert gate.allowed and gate.qa_result.qa_id == passed.qa_id
+    # valid for that calendar day only
+    assert not output_check_gate(repo, source_serial="XRS-TEST-1", day=date(2026, 11, 27)).allowed
+    assert not output_check_gate(repo, source_serial="XRS-OTHER", day=TODAY).allowed
+
+
+def test_a_warning_needs_a_physicists_acknowledgement():
+    world = World(output_fraction=1.025)
+    check, _, _ = make_check(world)
+    record = check.run(OutputCheckRequest("20", "101.325"))
+    assert record.result is QaOutcome.WARNING
+    repo = InMemoryQaRepository()
+    repo.save(record)
+    repo.mark_signed(record.qa_id, "A. Physicist")
+    gate = output_check_gate(repo, source_serial="XRS-TEST-1", day=TODAY)
+    assert not gate.allowed and "acknowledge" in gate.reason
+    with pytest.raises(QaInputError):
+        acknowledge_warning(repo, record.qa_id, physicist="phys", comment="  ")
+    acknowledge_warning(repo, record.qa_id, physicist="phys", comment="setup re-checked, T/P re-read")
+    gate = output_check_gate(repo, source_serial="XRS-TEST-1", day=TODAY)
+    assert gate.allowed and gate.qa_result.acknowledged and gate.qa_result.k_out == pytest.approx(1.025, abs=1e-3)
+
+
+def test_acknowledging_a_fail_is_refused():
+    check, _, _ = make_check(World(output_fraction=0.9))
+    repo = InMemoryQaRepository()
+    record = check.run(OutputCheckRequest("20", "101.325"))
+    repo.save(record)
+    with pytest.raises(QaInputError, match="not a warning"):
+        acknowledge_warning(repo, record.qa_id, physicist="phys", comment="looks fine")
+
+
+def test_implausible_entries_stop_the_check_before_any_device_traffic():
+    world = World()
+    check, xrs, readout = make_check(world)
+    with pytest.raises(QaIncomplete, match="hPa"):
+        check.run(OutputCheckRequest("20", "1013"))
+    assert xrs.calls == [] and readout.calls == []
+
+
+def test_source_serial_must_match_the_calibration():
+    world = World()
+    check, xrs, _ = make_check(world)
+    xrs.serial = "XRS-OTHER"
+    with pytest.raises(QaIncomplete, match="XRS-OTHER"):
+        check.run(OutputCheckRequest("20", "101.325"))
+    assert "beam_on" not in xrs.calls
