@@ -67,7 +67,7 @@ class QaPolicy(BaseModel):
     temperature_max_c: float = Field(40.0, le=50.0)
     pressure_min_kpa: float = Field(70.0, ge=50.0)
     pressure_max_kpa: float = Field(110.0, le=120.0)
-    chamber_hv_v: float = Field(400.0, ge=-400.0, le=400.0, description="the chamber's nominal polarising voltage")
+    chamber_hv_v: float = Field(300.0, ge=-400.0, le=400.0, description="the chamber's nominal polarising voltage")
     chamber_hv_tolerance_v: float = Field(2.0, gt=0, le=20.0)
     measurement_range: str = Field("LOW", pattern="^(VERY_LOW|LOW|MEDIUM|HIGH)$")
     zero_timeout_s: float = Field(900.0, gt=0, description="warm-up plus zero correction must finish within this")
@@ -572,21 +572,58 @@ def evaluate_isotropy(reading: IsotropyReading | dict[str, float], *, source_ser
                           tolerance_fraction=policy.isotropy_tolerance_fraction, passed=not bad, message=message)
 
 
-def run_isotropy_check(xrs: XraySource, *, source_serial: str | None = None,
-                       baseline: dict[str, float] | None = None, policy: QaPolicy | None = None,
-                       performed_by: str = "headless", connect: bool = True) -> IsotropyRecord:
-    """Read the unit's photodiode array and evaluate it against the baseline."""
+def run_isotropy_check(xrs: XraySource, calibration: CalibrationRecord, *, baseline: dict[str, float] | None = None,
+                       policy: QaPolicy | None = None, performed_by: str = "headless", connect: bool = True,
+                       sleep: Callable[[float], None] = time.sleep,
+                       monotonic: Callable[[], float] = time.monotonic) -> IsotropyRecord:
+    """Switch the beam on for a short QA exposure, read the photodiode array at full HV, switch the beam
+    off (always), and evaluate the reading against the baseline."""
+    policy = policy or QaPolicy()
+    beam_may_be_on = False
     try:
-        identity = xrs.connect() if connect else None
-        serial = source_serial or (identity.serial_number if identity else None)
-        if serial is None:
-            raise QaIncomplete("the source serial is unknown: connect the X-ray unit")
-        if identity is not None and source_serial is not None and identity.serial_number != source_serial:
-            raise QaIncomplete(f"the X-ray unit reports source {identity.serial_number}, not {source_serial}")
+        if connect:
+            identity = xrs.connect()
+            if identity.serial_number != calibration.source_serial:
+                raise QaIncomplete(f"the X-ray unit reports source {identity.serial_number}, but the calibration is "
+                                   f"for source {calibration.source_serial}: activate this source's calibration")
+        status = xrs.status()
+        if status.state is XrsState.FAULT or status.interlocks:
+            raise QaIncomplete(f"the X-ray unit is not ready for a QA exposure (state {status.state.value}, "
+                               f"interlocks {status.interlocks!r}, faults {status.faults!r}): clear it and repeat")
+        if status.state is XrsState.STANDBY:
+            xrs.warm_up()
+        deadline = monotonic() + policy.xrs_ready_timeout_s
+        while status.state not in (XrsState.READY, XrsState.ARMED):
+            if monotonic() > deadline or status.state is XrsState.FAULT:
+                raise QaIncomplete(f"the X-ray unit is not ready (state {status.state.value}): repeat the warm-up")
+            sleep(policy.poll_period_s)
+            status = xrs.status()
+        xrs.set_technique(calibration.nominal_kv, calibration.nominal_ua)
+        plan_hash = hashlib.sha256(f"orconsole-qa-isotropy:{uuid.uuid4()}".encode()).digest()
+        exposure_s = calibration.qa_exposure_s
+        xrs.arm(backup_time_s=exposure_s * (1.0 + policy.backup_time_margin_fraction) + 1.0,
+                irm_limit_gy=max(a.surface_dose_rate_gy_per_min for a in calibration.applicators) * exposure_s / 30.0
+                + 0.1, plan_hash=plan_hash)
+        beam_may_be_on = True
+        xrs.beam_on(plan_hash=plan_hash)
+        deadline = monotonic() + policy.beam_settle_timeout_s
+        status = xrs.status()
+        while status.state is not XrsState.BEAM_ON:
+            if status.state not in (XrsState.ARMED, XrsState.RAMP_UP) or monotonic() > deadline:
+                raise QaIncomplete(f"the beam did not reach full HV for the isotropy reading (state "
+                                   f"{status.state.value}, faults {status.faults!r}): clear the cause and repeat")
+            sleep(policy.poll_period_s)
+            status = xrs.status()
         reading = xrs.read_isotropy()
     except DeviceError as exc:
         raise QaIncomplete(f"the isotropy check stopped: {exc.message}") from exc
-    return evaluate_isotropy(reading, source_serial=serial, baseline=baseline, policy=policy,
+    finally:
+        if beam_may_be_on:
+            try:
+                xrs.beam_off(BeamOffReason.QA_EXPOSURE_END)
+            except DeviceError:
+                pass  # the unit's backup timer ends the exposure
+    return evaluate_isotropy(reading, source_serial=calibration.source_serial, baseline=baseline, policy=policy,
                              performed_by=performed_by)
 
 

@@ -111,7 +111,7 @@ class FakeXrs:
 class FakeReadout:
     RANGE_MAX_C = {"VERY_LOW": 1e-9, "LOW": 1e-7, "MEDIUM": 1e-5, "HIGH": 1e-3}
 
-    def __init__(self, world: World, *, hv_v: int = 400, warm_up_s: float = 5.0, zero_s: float = 3.0) -> None:
+    def __init__(self, world: World, *, hv_v: int = 300, warm_up_s: float = 5.0, zero_s: float = 3.0) -> None:
         self.world = world
         self.hv_v = hv_v
         self.warm_up_until = world.clock.now_s + warm_up_s

@@ -180,3 +180,30 @@ def test_source_serial_must_match_the_calibration():
     with pytest.raises(QaIncomplete, match="XRS-OTHER"):
         check.run(OutputCheckRequest("20", "101.325"))
     assert "beam_on" not in xrs.calls
+
+
+def test_isotropy_against_baseline_and_beam_switched_off():
+    from orconsole.qa import evaluate_isotropy, run_isotropy_check
+
+    world = World()
+    xrs = FakeXrs(world)
+    record = run_isotropy_check(xrs, calibration(), sleep=world.clock.sleep, monotonic=world.clock.monotonic)
+    assert record.passed and record.deviations["plus_x"] == pytest.approx(0.01)
+    assert xrs.calls[-1] == "beam_off" and xrs.state.value == "ready"
+    bad = evaluate_isotropy({"plus_x": 1.05, "minus_x": 1.0, "plus_y": 1.0, "minus_y": 0.96, "plus_z": 1.0},
+                            source_serial="XRS-TEST-1", baseline={"plus_x": 1.01, "minus_x": 1.0, "plus_y": 1.0,
+                                                                  "minus_y": 1.0, "plus_z": 1.0})
+    assert not bad.passed and set(d for d, v in bad.deviations.items() if abs(v) > 0.03) == {"plus_x", "minus_y"}
+    assert "plus_x +3.96 %" in bad.message and "minus_y -4.00 %" in bad.message
+
+
+def test_mechanics_pass_fail_against_tolerance():
+    from orconsole.qa import evaluate_mechanics
+
+    assert evaluate_mechanics(source_serial="S", probe_straightness_mm=0.1, beam_centering_mm=0.2).passed
+    failed = evaluate_mechanics(source_serial="S", probe_straightness_mm=0.25, beam_centering_mm=0.1)
+    assert not failed.passed and "probe straightness 0.25 mm" in failed.message
+    with pytest.raises(QaInputError, match="µm"):
+        evaluate_mechanics(source_serial="S", probe_straightness_mm=100, beam_centering_mm=0.1)
+    with pytest.raises(QaInputError):
+        evaluate_mechanics(source_serial="S", probe_straightness_mm=-0.1, beam_centering_mm=0.1)
