@@ -33,6 +33,7 @@ CURRENT_RANGE_NA = (5_000, 40_000)
 BACKUP_TIME_RANGE_MS = (100, 3_600_000)
 IRM_LIMIT_RANGE_UGY = (1, 30_000_000)
 ACKNOWLEDGEMENT_MAX_BYTES = 64
+NAK_DETAIL_MAX_BYTES = 200
 APPLICATOR_DIAMETERS_CM: tuple[float, ...] = (1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0)  # id = index + 1
 
 
@@ -547,7 +548,7 @@ class DeviceHeartbeat(Message):
 @dataclass(frozen=True)
 class Nak(Message):
     TYPE = MessageType.NAK
-    FIELDS = (_UInt("request_type", 1), _Enum("error_code", ErrorCode), _Text("detail", 0, 64))
+    FIELDS = (_UInt("request_type", 1), _Enum("error_code", ErrorCode), _Text("detail", 0, NAK_DETAIL_MAX_BYTES))
     request_type: int          # raw: a NAK may answer a type this side does not know
     error_code: ErrorCode
     detail: str

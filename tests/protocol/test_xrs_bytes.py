@@ -84,3 +84,8 @@ def test_pinned_bytes_agree_with_an_independent_encoder(name, seq, message, wire
 def test_status_reply_payload_is_66_bytes_as_in_the_spec():
     _, _, message, _ = next(p for p in PINNED if p[0] == "status_reply")
     assert len(message.encode_payload()) == 66
+
+
+def test_schema_hash_is_pinned_so_a_schema_change_is_deliberate():
+    # Changing any message layout changes this hash: bump PROTOCOL_VERSION and the device firmware.
+    assert xrs.SCHEMA_HASH.hex() == "99e04a44b6cebda2"
