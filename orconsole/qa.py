@@ -20,7 +20,8 @@ from typing import Callable, Iterable, Protocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from drivers.errors import DeviceError, DeviceRefused
-from drivers.hal import BeamOffReason, DoseReadout, IsotropyReading, ReadoutFlag, XraySource, XrsState
+from drivers.hal import (BeamOffReason, DoseReadout, IsotropyReading, ReadoutFlag, ReadoutIdentity, XraySource,
+                         XrsIdentity, XrsState)
 from orconsole.config import SiteConfig
 from orconsole.models import QaOutcome, QaResult
 from orconsole.qa_models import (Acknowledgement, CalibrationRecord, ChargeReading, Instruments, IsotropyRecord,
@@ -298,6 +299,8 @@ class OutputCheck:
     today: Callable[[], date] = date.today
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc).astimezone()
     connect: bool = True
+    xrs_identity: XrsIdentity | None = None          # given when the caller connected already
+    readout_identity: ReadoutIdentity | None = None
     _beam_may_be_on: bool = field(default=False, init=False)
 
     def _step(self, text: str) -> None:
@@ -394,7 +397,9 @@ class OutputCheck:
         if self.connect:
             self._step("connecting to the X-ray unit and the electrometer")
             return self.xrs.connect(), self.readout.connect()
-        raise QaIncomplete("OutputCheck(connect=False) needs identities: connect the devices first")
+        if self.xrs_identity is None or self.readout_identity is None:
+            raise QaIncomplete("OutputCheck(connect=False) needs the identities of both devices: connect them first")
+        return self.xrs_identity, self.readout_identity
 
     def _check_source(self, serial: str) -> None:
         if serial != self.calibration.source_serial:
