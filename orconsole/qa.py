@@ -203,6 +203,19 @@ def k_out(corrected_mean_c: float, reference_reading_c: float) -> float:
     return corrected_mean_c / reference_reading_c
 
 
+# The calibration format states its reference reading at 20 °C / 101.325 kPa (docs/calibration-format.md).
+CALIBRATION_REFERENCE_TEMPERATURE_C = 20.0
+CALIBRATION_REFERENCE_PRESSURE_KPA = P0_KPA
+
+
+def reference_reading_at(reference_reading_c: float, *, reference_temperature_c: float,
+                         reference_pressure_kpa: float = P0_KPA) -> float:
+    """The calibration's reference reading (stated at 20 °C / 101.325 kPa) expressed at the site's T0/P0,
+    so that k_out does not depend on the T0 convention the site chose (20 °C or 22 °C)."""
+    return (reference_reading_c * (KELVIN_OFFSET + CALIBRATION_REFERENCE_TEMPERATURE_C)
+            / (KELVIN_OFFSET + reference_temperature_c) * (reference_pressure_kpa / CALIBRATION_REFERENCE_PRESSURE_KPA))
+
+
 def classify_k_out(k_out_value: float, policy: QaPolicy | None = None) -> QaOutcome:
     """pass if |k_out − 1| ≤ warning, warning if ≤ window, fail beyond (and for anything not finite)."""
     policy = policy or QaPolicy()
@@ -364,8 +377,11 @@ class OutputCheck:
                     pass  # the token lapses with the link; nothing unsafe is left
         raw_mean_c = sum(r.charge_c for r in series) / len(series)
         corrected_mean_c = raw_mean_c * correction
+        reference_c = reference_reading_at(self.calibration.reference_reading_c,
+                                           reference_temperature_c=policy.reference_temperature_c,
+                                           reference_pressure_kpa=policy.reference_pressure_kpa)
         try:
-            k = k_out(corrected_mean_c, self.calibration.reference_reading_c)
+            k = k_out(corrected_mean_c, reference_c)
         except QaInputError as exc:
             raise QaIncomplete(f"{exc}: check the chamber connection and repeat",
                                readings=tuple(readings)) from exc
@@ -379,7 +395,8 @@ class OutputCheck:
                                     electrometer_firmware=ro_id.firmware, chamber_serial=request.chamber_serial),
             calibration_sha256=self.calibration.file_sha256,
             calibration_date=self.calibration.calibration_date,
-            reference_reading_c=self.calibration.reference_reading_c, qa_exposure_s=self.calibration.qa_exposure_s,
+            reference_reading_c=reference_c, calibration_reference_reading_c=self.calibration.reference_reading_c,
+            qa_exposure_s=self.calibration.qa_exposure_s,
             kv=self.calibration.nominal_kv, ua=self.calibration.nominal_ua,
             measurement_range=policy.measurement_range, chamber_hv_v=policy.chamber_hv_v,
             readings=tuple(readings), used_attempt=used_attempt, spread_fraction=spread,

@@ -55,7 +55,8 @@ class OutputCheckRecord(_Frozen):
     instruments: Instruments
     calibration_sha256: str               # hash of the imported calibration file
     calibration_date: date
-    reference_reading_c: float = Field(gt=0)
+    reference_reading_c: float = Field(gt=0)   # at the site's T0/P0 (what k_out divides by)
+    calibration_reference_reading_c: float = Field(gt=0)   # as the calibration states it (20 °C, 101.325 kPa)
     qa_exposure_s: float = Field(gt=0)
     kv: float
     ua: float

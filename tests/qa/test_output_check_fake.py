@@ -207,3 +207,13 @@ def test_mechanics_pass_fail_against_tolerance():
         evaluate_mechanics(source_serial="S", probe_straightness_mm=100, beam_centering_mm=0.1)
     with pytest.raises(QaInputError):
         evaluate_mechanics(source_serial="S", probe_straightness_mm=-0.1, beam_centering_mm=0.1)
+
+
+def test_k_out_does_not_depend_on_the_sites_t0_convention():
+    eu, _, _ = make_check(World(room_k_tp=k_tp(23.5, 102.0)), policy=QaPolicy(reference_temperature_c=20.0))
+    us, _, _ = make_check(World(room_k_tp=k_tp(23.5, 102.0)), policy=QaPolicy(reference_temperature_c=22.0))
+    a = eu.run(OutputCheckRequest("23.5", "102.0"))
+    b = us.run(OutputCheckRequest("23.5", "102.0"))
+    assert b.k_tp == pytest.approx(0.99843, abs=5e-6) and a.k_tp == pytest.approx(1.00521, abs=5e-5)
+    assert a.k_out == pytest.approx(b.k_out, rel=1e-9) and a.k_out == pytest.approx(1.0, abs=1e-3)
+    assert b.reference_reading_c == pytest.approx(3.0e-9 * 293.15 / 295.15, rel=1e-12)
