@@ -70,6 +70,7 @@ class QaPolicy(BaseModel):
     pressure_max_kpa: float = Field(110.0, le=120.0)
     chamber_hv_v: float = Field(300.0, ge=-400.0, le=400.0, description="the chamber's nominal polarising voltage")
     chamber_hv_tolerance_v: float = Field(2.0, gt=0, le=20.0)
+    hv_settle_timeout_s: float = Field(15.0, gt=0, le=120.0, description="time for the measured HV to reach the setpoint")
     measurement_range: str = Field("LOW", pattern="^(VERY_LOW|LOW|MEDIUM|HIGH)$")
     zero_timeout_s: float = Field(900.0, gt=0, description="warm-up plus zero correction must finish within this")
     xrs_ready_timeout_s: float = Field(600.0, gt=0, description="the X-ray unit's warm-up must finish within this")
@@ -425,13 +426,28 @@ class OutputCheck:
                 f"{self.calibration.source_serial}: check the source serial or activate this source's calibration")
 
     def _check_chamber_voltage(self) -> None:
+        """The HV setpoint must be the chamber's, and the measured HV must reach it (it may still ramp)."""
+        policy = self.policy
         hv = self.readout.get_hv()
-        self._step(f"chamber voltage {hv} V")
-        if abs(hv - self.policy.chamber_hv_v) > self.policy.chamber_hv_tolerance_v:
+        self._step(f"chamber voltage set to {hv} V")
+        if abs(hv - policy.chamber_hv_v) > policy.chamber_hv_tolerance_v:
             raise QaIncomplete(
-                f"the chamber voltage is {hv} V but the chamber needs {self.policy.chamber_hv_v:g} V "
-                f"(±{self.policy.chamber_hv_tolerance_v:g} V): set the electrometer's HV for this chamber, "
+                f"the chamber voltage is {hv} V but the chamber needs {policy.chamber_hv_v:g} V "
+                f"(±{policy.chamber_hv_tolerance_v:g} V): set the electrometer's HV for this chamber, "
                 "wait for it to settle, then repeat the check. No exposure was made.")
+        deadline = self.monotonic() + policy.hv_settle_timeout_s
+        hv_errors = ReadoutFlag.HV_ERROR_CURRENT | ReadoutFlag.HV_ERROR_CHARGE
+        while True:
+            values = self.readout.measured_values()
+            if abs(values.hv_v - policy.chamber_hv_v) <= policy.chamber_hv_tolerance_v and not (
+                    ReadoutFlag(values.flags) & hv_errors):
+                return
+            if self.monotonic() > deadline:
+                raise QaIncomplete(
+                    f"the chamber voltage is set to {hv} V but measures {values.hv_v:g} V (flags "
+                    f"{int(values.flags):#x}) after {policy.hv_settle_timeout_s:g} s: check the chamber cable and "
+                    "the electrometer's HV supply, then repeat the check. No exposure was made.")
+            self.sleep(max(policy.poll_period_s, 0.2))
 
     def _zero(self) -> None:
         policy = self.policy

@@ -217,3 +217,17 @@ def test_k_out_does_not_depend_on_the_sites_t0_convention():
     assert b.k_tp == pytest.approx(0.99843, abs=5e-6) and a.k_tp == pytest.approx(1.00521, abs=5e-5)
     assert a.k_out == pytest.approx(b.k_out, rel=1e-9) and a.k_out == pytest.approx(1.0, abs=1e-3)
     assert b.reference_reading_c == pytest.approx(3.0e-9 * 293.15 / 295.15, rel=1e-12)
+
+
+def test_a_sagging_chamber_voltage_stops_the_check_even_with_the_right_setpoint():
+    world = World()
+
+    class SaggingReadout(FakeReadout):
+        def measured_values(self):
+            values = super().measured_values()
+            return type(values)(**{**values.__dict__, "hv_v": 120.0})
+
+    check, xrs, _ = make_check(world, readout=SaggingReadout(world))
+    with pytest.raises(QaIncomplete, match="measures 120 V"):
+        check.run(OutputCheckRequest("20", "101.3"))
+    assert "beam_on" not in xrs.calls
