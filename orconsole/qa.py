@@ -535,7 +535,13 @@ class OutputCheck:
             self.sleep(policy.poll_period_s)
             status = self.xrs.status()
         self._beam_may_be_on = False
-        self.readout.hold()
+        hold_refused: DeviceRefused | None = None
+        try:
+            self.readout.hold()
+        except DeviceRefused as exc:
+            if exc.code != "E02":
+                raise
+            hold_refused = exc   # e.g. the instrument stopped itself on an overload: read why below
         values = self.readout.measured_values()
         if values.integrated_unit != "C":
             raise QaIncomplete(f"the electrometer reports {values.integrated_unit}, not charge in C: switch it to "
@@ -545,6 +551,9 @@ class OutputCheck:
             if flags & flag:
                 raise QaIncomplete(f"reading {index} of series {attempt}: {text} (flags {int(flags):#x}) on range "
                                    f"{policy.measurement_range}: {_FLAG_ACTIONS[flag]}. No result was produced.")
+        if hold_refused is not None:
+            raise QaIncomplete(f"reading {index} of series {attempt}: the electrometer refused to hold the reading "
+                               f"(status {values.status}): {hold_refused.message} No result was produced.")
         if not math.isfinite(values.integrated) or values.integrated <= 0:
             raise QaIncomplete(f"reading {index} of series {attempt} collected no charge ({values.integrated} C): "
                                "check that the chamber is connected and sits in the QA holder, then repeat")
