@@ -242,6 +242,19 @@ class TreatmentStateMachine:
         state = self._state if state is None else state
         return tuple(e for (s, e) in TRANSITIONS if s is state)
 
+    def check(self, event: Event | str, **context: Any) -> str | None:
+        """Would `event` be accepted now? None if yes, else the reason. Changes nothing (for callers that
+        must do side effects, such as arming the device, only when the transition will be taken)."""
+        try:
+            event = Event(event)
+        except ValueError:
+            return f"unknown command {event!r}: nothing was done"
+        if (self._state, event) not in TRANSITIONS:
+            return illegal_reason(self._state, event)
+        guard = self._guards.get(event)
+        reason = guard(context) if guard else None
+        return None if reason is None else f"cannot {EVENT_LABELS[event]}: {reason}"
+
     def handle(self, event: Event | str, **context: Any) -> TransitionResult:
         """Apply `event`; refuse it (ok=False, state unchanged) with the reason when not allowed."""
         try:

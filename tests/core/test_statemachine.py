@@ -252,3 +252,18 @@ def test_timer_uses_the_injected_monotonic_clock_only():
     assert timer.elapsed_s == 0.0                  # no wall-clock time leaks in
     clock.advance(60.0)
     assert timer.remaining_s == 0.0
+
+
+@pytest.mark.parametrize("pair", list(TRANSITIONS)[:12] + ILLEGAL[:40], ids=str)
+def test_check_predicts_handle_without_changing_state(pair, approved_plan):
+    state, event = pair
+    sm, _, approved = machine_in(state, approved_plan)
+    ctx = good_context(event, approved)
+    if event is Event.REVISE_PLAN:
+        ctx = {"plan": ApprovedPlan(plan=approved.plan.revised(created_at=f.NOW, created_by="x"))}
+    predicted = sm.check(event, **ctx)
+    assert sm.state is state
+    result = sm.handle(event, **ctx)
+    assert (predicted is None) is result.ok
+    if predicted is not None:
+        assert predicted == result.reason

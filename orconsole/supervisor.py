@@ -1,0 +1,787 @@
+"""The treatment supervisor: one thread that owns the state machine, the interlock bank, the journal and
+the X-ray source, runs commands to completion from one queue and polls the source on monotonic deadlines.
+
+Safety logic lives here and only here. Never block this thread on a person (no dialogs, no waiting on
+subscribers: snapshots are overwrite-only mailboxes, never a backlog to replay), never call the device
+from another thread, never start a beam that is not journalled first.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import queue
+import threading
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Callable, Iterable
+
+from drivers.errors import DeviceError, LinkLost
+from drivers.hal import BeamOffCause, BeamOffReason, XraySource, XrsState, XrsStatus
+from orconsole.config import SiteConfig
+from orconsole.dosecalc import todays_output_check
+from orconsole.interlocks import (REGISTRY, ClearRole, Effect, InterlockBank, InterlockId, InterlockStatus,
+                                  beam_conditions, cumulative_dose_condition, device_conditions)
+from orconsole.journal import BEAM_OFF, BEAM_ON, RECOVERY_ACKNOWLEDGED, Journal, JournalWriteError, read_journal
+from orconsole.models import ApprovedPlan, QaResult, Refused
+from orconsole.statemachine import Event, State, TransitionResult, TreatmentStateMachine
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# Results and snapshots
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command did. `reason` is what the user reads, whether it succeeded or was refused."""
+
+    ok: bool
+    reason: str
+    state: State
+
+
+class TerminationStatus(str, enum.Enum):
+    NORMAL = "NORMAL"          # preset time or dose monitor reached
+    OPERATOR = "OPERATOR"      # stop / emergency stop
+    MACHINE = "MACHINE"        # interlock, fault, lost link
+    UNKNOWN = "UNKNOWN"        # recovered after a console restart
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable picture of the treatment for the UI. Published at every poll and state change."""
+
+    seq: int
+    host_time_s: float
+    state: State
+    plan_id: str | None
+    plan_version: int | None
+    preset_s: float
+    elapsed_s: float
+    remaining_s: float
+    primary_dose_gy: float          # this delivery, from the console timer × planned rate
+    secondary_dose_gy: float        # this delivery, from the unit's IRM
+    prescription_dose_gy: float | None
+    dose_to_deliver_gy: float | None
+    dose_rate_gy_per_min: float | None
+    kv: float | None
+    ua: float | None
+    device_state: str | None
+    link_ok: bool
+    interlocks: tuple[InterlockStatus, ...]   # active ones, each with message and remediation
+    last_message: str
+    termination: TerminationStatus | None
+    overruns: int                   # polls that missed their deadline by more than a period
+
+
+class SnapshotMailbox:
+    """Latest-value hand-off to one subscriber (UI thread). Writing never blocks and never queues."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._snapshot: Snapshot | None = None
+
+    def put(self, snapshot: Snapshot) -> None:
+        with self._cond:
+            self._snapshot = snapshot
+            self._cond.notify_all()
+
+    def latest(self) -> Snapshot | None:
+        with self._cond:
+            return self._snapshot
+
+    def wait_for(self, predicate: Callable[[Snapshot], bool], timeout_s: float) -> Snapshot | None:
+        """Block the *caller* (never the supervisor) until a snapshot satisfies `predicate`."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: self._snapshot is not None and predicate(self._snapshot),
+                                     timeout=timeout_s)
+            return self._snapshot if ok else None
+
+
+@dataclass
+class _Command:
+    name: str
+    kwargs: dict[str, Any]
+    future: Future = field(default_factory=Future)
+
+
+class _Clock:
+    def now_s(self) -> float:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# The supervisor
+# --------------------------------------------------------------------------------------------
+
+
+class Supervisor:
+    """Owns the treatment. Public methods are thread-safe: each enqueues a command and returns a Future
+    resolving to a CommandResult. `start()` runs the loop on its own thread; `close()` stops it (beam off).
+    """
+
+    def __init__(self, xrs: XraySource, *, journal_path, clock, device_source_serial: str,
+                 config: SiteConfig | None = None, today: Callable[[], date] = date.today,
+                 qa_results: Callable[[], Iterable[QaResult]] = lambda: (),
+                 record_store_available: Callable[[], bool] = lambda: True,
+                 journal_fsync: Callable[[int], None] | None = None) -> None:
+        self.config = config or SiteConfig()
+        self._xrs = xrs
+        self._clock = clock
+        self._today = today
+        self._qa_results = qa_results
+        self._store_ok = record_store_available
+        self._serial = device_source_serial
+        self.interlocks = InterlockBank()
+        self.sm = TreatmentStateMachine(clock, self.interlocks, resolution_s=self.config.planning.timer_resolution_s)
+        readout = read_journal(journal_path)
+        self.journal_report = readout.report
+        kwargs = {} if journal_fsync is None else {"fsync": journal_fsync}
+        self._journal = Journal(journal_path, clock=clock, **kwargs)
+        self._unfinished = readout.unfinished
+        self._queue: queue.Queue[_Command] = queue.Queue()
+        self._mailboxes: list[SnapshotMailbox] = []
+        self._mail_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        # delivery figures
+        self._identity_verified = False
+        self._treatment_id: str | None = None
+        self._status: XrsStatus | None = None
+        self._last_good_status_s: float | None = None
+        self._segment_irm_before_gy = 0.0     # IRM dose of earlier segments (the unit resets it at each arm)
+        self._segment_start_s: float | None = None
+        self._rate_window: list[tuple[float, float]] = []   # (host time, total IRM dose) over ~1 s
+        self._last_journal_s = -math.inf
+        self._termination: TerminationStatus | None = None
+        self._last_message = readout.report if readout.unfinished or readout.problems else "ready for a plan"
+        self._seq = 0
+        self.overruns = 0
+
+    # -- public, thread-safe API --------------------------------------------------------------
+
+    def subscribe(self) -> SnapshotMailbox:
+        box = SnapshotMailbox()
+        with self._mail_lock:
+            self._mailboxes.append(box)
+        return box
+
+    def submit(self, name: str, **kwargs: Any) -> Future:
+        command = _Command(name, kwargs)
+        if self._stopping:
+            command.future.set_result(CommandResult(False, "the supervisor is shut down", self.sm.state))
+        else:
+            self._queue.put(command)
+        return command.future
+
+    def load_plan(self, plan: ApprovedPlan) -> Future: return self.submit("load_plan", plan=plan)
+    def revise_plan(self, plan: ApprovedPlan) -> Future: return self.submit("revise_plan", plan=plan)
+    def approve(self, plan: ApprovedPlan) -> Future: return self.submit("approve", plan=plan)
+    def unload_plan(self) -> Future: return self.submit("unload_plan")
+    def verify_identity(self, *, medical_record_number: str, date_of_birth: date) -> Future:
+        return self.submit("verify_identity", medical_record_number=medical_record_number,
+                           date_of_birth=date_of_birth)
+    def confirm_ready(self) -> Future: return self.submit("confirm_ready")
+    def arm(self) -> Future: return self.submit("arm")
+    def disarm(self) -> Future: return self.submit("disarm")
+    def beam_on(self) -> Future: return self.submit("beam_on")
+    def pause(self) -> Future: return self.submit("pause")
+    def resume(self) -> Future: return self.submit("resume")
+    def stop(self) -> Future: return self.submit("stop")
+    def emergency_stop(self) -> Future: return self.submit("emergency_stop")
+    def acknowledge_fault(self, *, beam_confirmed_off: bool) -> Future:
+        return self.submit("acknowledge_fault", beam_confirmed_off=beam_confirmed_off)
+    def acknowledge_interruption(self, *, delivered_dose_gy: float, acknowledgement: str) -> Future:
+        return self.submit("acknowledge_interruption", delivered_dose_gy=delivered_dose_gy,
+                           acknowledgement=acknowledgement)
+    def reset(self) -> Future: return self.submit("reset")
+    def clear_interlock(self, interlock: InterlockId, *, role: ClearRole, acknowledgement: str) -> Future:
+        return self.submit("clear_interlock", interlock=interlock, role=role, acknowledgement=acknowledgement)
+
+    def start(self) -> "Supervisor":
+        self._thread = threading.Thread(target=self._run, name="treatment-supervisor", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the loop (switching the beam off if it is on), close the journal."""
+        done = self.submit("shutdown")
+        if self._thread is not None:
+            try:
+                done.result(timeout=timeout_s)
+            finally:
+                self._thread.join(timeout=timeout_s)
+        else:
+            self._drain()
+        self._journal.close()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        period_s = self.config.link.status_poll_period_s
+        start_s = self._clock.now_s()
+        k = 0
+        self._recover_on_start()
+        while not self._stopping:
+            deadline_s = start_s + k * period_s
+            now_s = self._clock.now_s()
+            if now_s < deadline_s:
+                try:
+                    command = self._queue.get(timeout=deadline_s - now_s)
+                except queue.Empty:
+                    command = None
+                if command is not None:
+                    self._execute(command)
+                    continue
+            now_s = self._clock.now_s()
+            late_periods = int((now_s - deadline_s) // period_s)
+            if late_periods >= 1:               # skip missed deadlines instead of bursting to catch up
+                self.overruns += 1
+                k += late_periods
+            self.poll_once()
+            k += 1
+        self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                command = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._execute(command)
+
+    def _recover_on_start(self) -> None:
+        if self._unfinished and self.sm.state is State.IDLE:
+            result = self.sm.handle(Event.RECOVER, unfinished=self._unfinished[-1])
+            self._treatment_id = self._unfinished[-1].treatment_id
+            self._last_message = (f"unfinished treatment {self._treatment_id} found in the journal "
+                                  f"({self._unfinished[-1].elapsed_s:.1f} s of "
+                                  f"{self._unfinished[-1].preset_s:.1f} s journalled): confirm the delivered dose "
+                                  "from the unit and the record, then acknowledge" if result.ok else result.reason)
+        self._publish()
+
+    def _execute(self, command: _Command) -> None:
+        if command.future.done():
+            return
+        try:
+            handler = getattr(self, f"_cmd_{command.name}", None)
+            if handler is None:
+                result = self._result(False, f"unknown command {command.name!r}: nothing was done")
+            else:
+                result = handler(**command.kwargs)
+        except Exception as exc:  # a bug must not kill the safety thread; the beam goes off
+            log.exception("supervisor command %s failed", command.name)
+            self._beam_off_quietly(BeamOffReason.CONSOLE_FAULT)
+            result = self._result(False, f"internal error while executing {command.name}: {exc}; the beam was "
+                                         "switched off; report this to service")
+        self._last_message = result.reason
+        self._publish()
+        command.future.set_result(result)
+
+    def _result(self, ok: bool, reason: str) -> CommandResult:
+        return CommandResult(ok, reason, self.sm.state)
+
+    def _from_transition(self, t: TransitionResult) -> CommandResult:
+        return CommandResult(t.ok, t.reason, self.sm.state)
+
+    # -- polling --------------------------------------------------------------------------------
+
+    def poll_once(self) -> None:
+        """One real-time step: read status (also the heartbeat the unit's watchdog sees), evaluate."""
+        now_s = self._clock.now_s()
+        try:
+            status = self._xrs.status()
+        except LinkLost as exc:
+            self._link_lost(now_s, exc.message)
+            self._publish()
+            return
+        except DeviceError as exc:
+            if self._last_good_status_s is None or now_s - self._last_good_status_s > self.config.link.link_lost_after_s:
+                self._link_lost(now_s, exc.message)
+            self._publish()
+            return
+        self._status = status
+        self._last_good_status_s = now_s
+        self._evaluate(status, now_s)
+        self._publish()
+
+    def _link_lost(self, now_s: float, detail: str) -> None:
+        self.interlocks.update(InterlockId.LINK_LOST, True, now_s=now_s, detail=detail)
+        if self.sm.state in (State.ARMED, State.BEAM_ON, State.PAUSED):
+            self._end(Event.FAULT, TerminationStatus.MACHINE, f"link to the X-ray unit lost ({detail})",
+                      BeamOffReason.CONSOLE_FAULT)
+
+    def _evaluate(self, status: XrsStatus, now_s: float) -> None:
+        self.interlocks.update(InterlockId.LINK_LOST, False, now_s=now_s)
+        plan = self.sm.plan.plan if self.sm.plan else None
+        for c in device_conditions(status, plan_applicator_cm=plan.applicator_cm if plan else None,
+                                   plan_source_serial=plan.source_serial if plan else None,
+                                   device_source_serial=self._serial):
+            self.interlocks.update(c.interlock, c.present, now_s=now_s, detail=c.detail)
+        self._update_preconditions(now_s, full=False)
+        state = self.sm.state
+        if state is State.BEAM_ON:
+            self._evaluate_beam(status, now_s)
+        elif state in (State.READY, State.ARMED) and self.interlocks.start_blockers():
+            if state is State.ARMED:
+                self._beam_off_quietly(BeamOffReason.CONSOLE_INTERLOCK)
+            t = self.sm.handle(Event.READINESS_LOST)
+            self._last_message = f"{t.reason}: " + "; ".join(s.text for s in self.interlocks.start_blockers())
+        elif state in (State.ARMED, State.PAUSED):
+            if self.interlocks.is_active(InterlockId.EMERGENCY_STOP):
+                self._end(Event.EMERGENCY_STOP, TerminationStatus.OPERATOR, "emergency stop at the unit",
+                          BeamOffReason.CONSOLE_INTERLOCK)
+            elif self.interlocks.is_active(InterlockId.DEVICE_FAULT):
+                self._end(Event.FAULT, TerminationStatus.MACHINE, "the X-ray unit reports a fault",
+                          BeamOffReason.CONSOLE_FAULT)
+
+    def _segment_irm_gy(self, status: XrsStatus) -> float:
+        return self._segment_irm_before_gy + status.irm_dose_gy
+
+    def _evaluate_beam(self, status: XrsStatus, now_s: float) -> None:
+        approved = self.sm.plan
+        assert approved is not None
+        plan = approved.plan
+        expected_rate_gy_per_s = plan.dose_to_deliver_gy / plan.treatment_time_s
+        elapsed_s = self.sm.timer.elapsed_s
+        primary_gy = min(elapsed_s, self.sm.timer.preset_s) * expected_rate_gy_per_s
+        secondary_gy = self._segment_irm_gy(status)
+        self._rate_window.append((now_s, secondary_gy))
+        while self._rate_window and now_s - self._rate_window[0][0] > 1.0:
+            self._rate_window.pop(0)
+        measured = None
+        if len(self._rate_window) >= 2 and self._rate_window[-1][0] - self._rate_window[0][0] >= 0.5:
+            (t0, d0), (t1, d1) = self._rate_window[0], self._rate_window[-1]
+            measured = (d1 - d0) / (t1 - t0)
+        since_start_s = now_s - (self._segment_start_s or now_s)
+        for c in beam_conditions(status, config=self.config, since_beam_start_s=since_start_s,
+                                 expected_rate_gy_per_s=expected_rate_gy_per_s, measured_rate_gy_per_s=measured,
+                                 primary_dose_gy=primary_gy, secondary_dose_gy=secondary_gy):
+            self.interlocks.update(c.interlock, c.present, now_s=now_s, detail=c.detail)
+        # during beam: has the delivered total already passed the prescription (the stops failed)?
+        # The preset remainder is not projected here: the secondary stop ends a hot beam at the dose.
+        cum = cumulative_dose_condition(prescription_dose_gy=plan.prescription_dose_gy,
+                                        previously_delivered_gy=plan.previously_delivered_gy,
+                                        delivered_now_gy=max(primary_gy, secondary_gy),
+                                        still_preset_gy=0.0, config=self.config)
+        self.interlocks.update(cum.interlock, cum.present, now_s=now_s, detail=cum.detail)
+
+        # the device ended the beam on its own (backup timer, IRM limit, watchdog, fault, e-stop, chain)
+        if not status.hv_on and status.state not in (XrsState.RAMP_UP, XrsState.BEAM_ON) \
+                and status.last_beam_off_cause is not BeamOffCause.NONE \
+                and status.last_beam_off_cause is not BeamOffCause.CONSOLE_COMMAND:
+            cause = status.last_beam_off_cause
+            if cause is BeamOffCause.EMERGENCY_STOP:
+                self.interlocks.update(InterlockId.EMERGENCY_STOP, True, now_s=now_s, detail="e-stop at the unit")
+                self._end(Event.EMERGENCY_STOP, TerminationStatus.OPERATOR, "emergency stop at the unit", None)
+                return
+            if cause is BeamOffCause.INTERLOCK:
+                self._end(Event.INTERLOCK, TerminationStatus.MACHINE,
+                          "the unit's interlock chain opened during beam: " + REGISTRY[
+                              InterlockId.DEVICE_INTERLOCK_OPEN].remediation, None)
+                return
+            if not self.interlocks.is_active(InterlockId.DEVICE_FAULT):
+                self.interlocks.trip(InterlockId.DEVICE_FAULT, now_s=now_s,
+                                     detail=f"the unit ended the beam itself ({cause.value}); the console's own "
+                                            "stops did not act first")
+            self._end(Event.FAULT, TerminationStatus.MACHINE,
+                      f"the unit ended the beam ({cause.value}): {self.interlocks.status(InterlockId.DEVICE_FAULT).detail}",
+                      None)
+            return
+
+        # The normal stops come first: at the stop point the beam ends either way, and an interlock that
+        # tripped at the same poll stays latched for review.
+        # (a) primary: console timer at the preset time; (b) secondary: IRM dose reaches the dose to deliver
+        if self.sm.timer.remaining_s <= 0:
+            self._end(Event.COMPLETE, TerminationStatus.NORMAL, "preset time reached",
+                      BeamOffReason.PRESET_TIME_REACHED)
+            return
+        if secondary_gy >= plan.dose_to_deliver_gy:
+            self._end(Event.COMPLETE, TerminationStatus.NORMAL, "secondary dose channel (IRM) reached the dose",
+                      BeamOffReason.DOSE_MONITOR_REACHED)
+            return
+        terminating = self.interlocks.active(Effect.TERMINATES_BEAM)
+        if terminating:
+            ids = {s.id for s in terminating}
+            text = "; ".join(s.text for s in terminating)
+            if InterlockId.EMERGENCY_STOP in ids:
+                self._end(Event.EMERGENCY_STOP, TerminationStatus.OPERATOR, text, BeamOffReason.CONSOLE_INTERLOCK)
+            elif ids & {InterlockId.DEVICE_FAULT, InterlockId.LINK_LOST}:
+                self._end(Event.FAULT, TerminationStatus.MACHINE, text, BeamOffReason.CONSOLE_FAULT)
+            else:
+                self._end(Event.INTERLOCK, TerminationStatus.MACHINE, text, BeamOffReason.CONSOLE_INTERLOCK)
+            return
+
+        if now_s - self._last_journal_s >= self.config.delivery.journal_progress_interval_s:
+            self._journal_or_trip(lambda: self._journal.progress(
+                self._treatment_id or "", elapsed_s=elapsed_s, primary_dose_gy=primary_gy,
+                irm_dose_gy=secondary_gy, beam_on=True, kv=status.kv, ua=status.ua))
+            self._last_journal_s = now_s
+
+    # -- preconditions ------------------------------------------------------------------------------
+
+    def _update_preconditions(self, now_s: float, *, full: bool) -> None:
+        approved = self.sm.plan
+        has_plan = approved is not None
+        self.interlocks.update(InterlockId.PLAN_NOT_APPROVED, has_plan and not approved.fully_approved,
+                               now_s=now_s, detail=(f"missing: {', '.join(r.value for r in approved.missing_roles())}"
+                                                    if has_plan and not approved.fully_approved else ""))
+        self.interlocks.update(InterlockId.IDENTITY_NOT_VERIFIED, has_plan and not self._identity_verified,
+                               now_s=now_s, detail="not yet confirmed at the console" if has_plan else "")
+        if full:
+            qa_problem = ""
+            if has_plan:
+                try:
+                    qa = todays_output_check(self._qa_results(), source_serial=self._serial, today=self._today())
+                    window = self.config.qa.k_out_window_fraction
+                    if abs(qa.k_out - 1.0) > window + 1e-12:
+                        qa_problem = f"k_out {qa.k_out:.4f} outside ±{window * 100:.1f} %"
+                    elif qa.qa_id != approved.plan.qa_id and abs(qa.k_out - approved.plan.k_out) > 1e-9:
+                        qa_problem = (f"the plan used k_out {approved.plan.k_out:.4f} from {approved.plan.qa_id}; "
+                                      f"today's latest check {qa.qa_id} gives {qa.k_out:.4f}: re-plan")
+                except Refused as exc:
+                    qa_problem = exc.message
+            self.interlocks.update(InterlockId.OUTPUT_CHECK_NOT_PASSED, bool(qa_problem), now_s=now_s,
+                                   detail=qa_problem)
+            try:
+                store_ok = bool(self._store_ok())
+            except Exception as exc:  # a failing probe means unavailable
+                store_ok = False
+                log.warning("record store probe failed: %s", exc)
+            self.interlocks.update(InterlockId.RECORD_STORE_UNAVAILABLE, not store_ok, now_s=now_s,
+                                   detail="" if store_ok else "the record store does not accept writes")
+
+    # -- commands ------------------------------------------------------------------------------------
+
+    def _cmd_shutdown(self) -> CommandResult:
+        if self.sm.state is State.BEAM_ON:
+            self._end(Event.STOP, TerminationStatus.OPERATOR, "console shutdown", BeamOffReason.CONSOLE_SHUTDOWN)
+        elif self.sm.state is State.ARMED:
+            self._beam_off_quietly(BeamOffReason.CONSOLE_SHUTDOWN)
+        self._stopping = True
+        return self._result(True, "supervisor stopped; beam off")
+
+    def _cmd_load_plan(self, plan: ApprovedPlan) -> CommandResult:
+        reason = self._plan_refusal(plan)
+        if reason:
+            return self._result(False, f"cannot load plan: {reason}")
+        t = self.sm.handle(Event.LOAD_PLAN, plan=plan)
+        if t.ok:
+            self._identity_verified = False
+            self._update_preconditions(self._clock.now_s(), full=True)
+        return self._from_transition(t)
+
+    def _cmd_revise_plan(self, plan: ApprovedPlan) -> CommandResult:
+        reason = self._plan_refusal(plan)
+        if reason:
+            return self._result(False, f"cannot load the revised plan: {reason}")
+        if self.sm.state is State.READY:
+            self._beam_off_quietly(BeamOffReason.OPERATOR_STOP)
+        t = self.sm.handle(Event.REVISE_PLAN, plan=plan)
+        if t.ok:
+            self._update_preconditions(self._clock.now_s(), full=True)
+        return self._from_transition(t)
+
+    def _plan_refusal(self, plan: Any) -> str:
+        if not isinstance(plan, ApprovedPlan):
+            return "no plan given"
+        p = plan.plan
+        if p.source_serial != self._serial:
+            return (f"the plan is for source {p.source_serial}, the connected source is {self._serial}: re-plan "
+                    "for the connected source")
+        if p.prescription_dose_gy > self.config.prescription.hard_ceiling_dose_gy:
+            return f"the plan prescribes {p.prescription_dose_gy:g} Gy, above the hard ceiling"
+        return ""
+
+    def _cmd_approve(self, plan: ApprovedPlan) -> CommandResult:
+        t = self.sm.handle(Event.APPROVE, plan=plan)
+        self._update_preconditions(self._clock.now_s(), full=True)
+        return self._from_transition(t)
+
+    def _cmd_unload_plan(self) -> CommandResult:
+        if self.sm.state is State.READY:
+            self._beam_off_quietly(BeamOffReason.OPERATOR_STOP)
+        t = self.sm.handle(Event.UNLOAD_PLAN)
+        if t.ok:
+            self._identity_verified = False
+            self._update_preconditions(self._clock.now_s(), full=True)
+        return self._from_transition(t)
+
+    def _cmd_verify_identity(self, medical_record_number: str, date_of_birth: date) -> CommandResult:
+        if self.sm.plan is None:
+            return self._result(False, "no plan is loaded: load the patient's plan, then verify the identity")
+        patient = self.sm.plan.plan.patient
+        mismatches = []
+        if medical_record_number != patient.medical_record_number:
+            mismatches.append("medical record number")
+        if date_of_birth != patient.date_of_birth:
+            mismatches.append("date of birth")
+        if mismatches:
+            self._identity_verified = False
+            self._update_preconditions(self._clock.now_s(), full=False)
+            return self._result(False, f"{' and '.join(mismatches)} do not match the plan's patient "
+                                       f"{patient.full_name}: stop, check the patient and the plan")
+        self._identity_verified = True
+        self._update_preconditions(self._clock.now_s(), full=False)
+        return self._result(True, f"identity of {patient.full_name} verified by medical record number and date "
+                                  "of birth")
+
+    def _cmd_confirm_ready(self) -> CommandResult:
+        self._update_preconditions(self._clock.now_s(), full=True)
+        return self._from_transition(self.sm.handle(Event.CONFIRM_READY))
+
+    def _arm_device(self) -> str:
+        """Arm the unit for the remaining time and dose, with the configured margins. Returns a refusal."""
+        plan = self.sm.plan.plan
+        remaining_s = self.sm.timer.remaining_s
+        remaining_gy = remaining_s * plan.dose_to_deliver_gy / plan.treatment_time_s
+        delivered_gy = max(self._segment_irm_before_gy,
+                           min(self.sm.timer.elapsed_s, self.sm.timer.preset_s) * plan.dose_to_deliver_gy
+                           / plan.treatment_time_s)
+        cum = cumulative_dose_condition(prescription_dose_gy=plan.prescription_dose_gy,
+                                        previously_delivered_gy=plan.previously_delivered_gy,
+                                        delivered_now_gy=delivered_gy, still_preset_gy=remaining_gy,
+                                        config=self.config)
+        self.interlocks.update(cum.interlock, cum.present, now_s=self._clock.now_s(), detail=cum.detail)
+        if cum.present:
+            return self.interlocks.status(cum.interlock).text
+        d = self.config.delivery
+        try:
+            self._xrs.arm(backup_time_s=round(remaining_s * (1 + d.backup_timer_margin_fraction), 1),
+                          irm_limit_gy=remaining_gy * (1 + d.irm_limit_margin_fraction),
+                          plan_hash=bytes.fromhex(plan.content_hash))
+        except DeviceError as exc:
+            return f"the X-ray unit refused to arm: {exc.message}"
+        return ""
+
+    def _cmd_arm(self) -> CommandResult:
+        self._update_preconditions(self._clock.now_s(), full=True)
+        reason = self._guard(Event.ARM)
+        if reason:
+            return self._result(False, reason)
+        refusal = self._arm_device()
+        if refusal:
+            return self._result(False, refusal)
+        return self._from_transition(self.sm.handle(Event.ARM))
+
+    def _cmd_disarm(self) -> CommandResult:
+        reason = self._guard(Event.DISARM)
+        if reason:
+            return self._result(False, reason)
+        self._beam_off_quietly(BeamOffReason.OPERATOR_STOP)
+        return self._from_transition(self.sm.handle(Event.DISARM))
+
+    def _guard(self, event: Event, **ctx: Any) -> str:
+        """Dry-run of a transition so that side effects happen only when it will be accepted."""
+        return self.sm.check(event, **ctx) or ""
+
+    def _start_beam(self, event: Event) -> CommandResult:
+        self._update_preconditions(self._clock.now_s(), full=True)
+        reason = self._guard(event)
+        if reason:
+            return self._result(False, reason)
+        plan = self.sm.plan.plan
+        if event is Event.RESUME:
+            status = self._status
+            if status is not None and status.state not in (XrsState.READY, XrsState.ARMED):
+                return self._result(False, f"the unit is still {status.state.value}: wait until HV has ramped "
+                                           "down (READY), then resume")
+            refusal = self._arm_device()
+            if refusal:
+                return self._result(False, refusal)
+        # journal first: no beam that cannot be recorded
+        if self._treatment_id is None:
+            self._treatment_id = f"T-{uuid.uuid4().hex[:12]}"
+            if not self._journal_or_trip(lambda: self._journal.treatment_opened(
+                    self._treatment_id, plan_id=plan.plan_id, plan_hash=plan.content_hash,
+                    preset_s=self.sm.timer.preset_s, prescription_dose_gy=plan.prescription_dose_gy,
+                    dose_to_deliver_gy=plan.dose_to_deliver_gy, applicator_cm=plan.applicator_cm,
+                    source_serial=plan.source_serial, delivery_type=plan.delivery_type.value)):
+                self._beam_off_quietly(BeamOffReason.CONSOLE_INTERLOCK)
+                return self._result(False, self.interlocks.status(InterlockId.JOURNAL_WRITE_FAILURE).text)
+        if not self._journal_or_trip(lambda: self._journal.append(
+                BEAM_ON, self._treatment_id, elapsed_s=self.sm.timer.elapsed_s,
+                remaining_s=self.sm.timer.remaining_s, irm_before_gy=self._segment_irm_before_gy)):
+            self._beam_off_quietly(BeamOffReason.CONSOLE_INTERLOCK)
+            return self._result(False, self.interlocks.status(InterlockId.JOURNAL_WRITE_FAILURE).text)
+        try:
+            self._xrs.beam_on(plan_hash=bytes.fromhex(plan.content_hash))
+        except DeviceError as exc:
+            self._beam_off_quietly(BeamOffReason.CONSOLE_FAULT)
+            self._journal_or_trip(lambda: self._journal.append(BEAM_OFF, self._treatment_id,
+                                                               reason=f"beam on refused: {exc.message}"))
+            return self._result(False, f"the X-ray unit refused beam on: {exc.message}")
+        t = self.sm.handle(event)
+        now_s = self._clock.now_s()
+        self._segment_start_s = now_s
+        self._rate_window.clear()
+        self._last_journal_s = now_s
+        self._termination = None
+        return self._from_transition(t)
+
+    def _cmd_beam_on(self) -> CommandResult:
+        return self._start_beam(Event.BEAM_ON)
+
+    def _cmd_resume(self) -> CommandResult:
+        return self._start_beam(Event.RESUME)
+
+    def _cmd_pause(self) -> CommandResult:
+        reason = self._guard(Event.PAUSE)
+        if reason:
+            return self._result(False, reason)
+        self._beam_off_quietly(BeamOffReason.OPERATOR_PAUSE)
+        t = self.sm.handle(Event.PAUSE)
+        self._close_segment()
+        self._journal_or_trip(lambda: self._journal.append(BEAM_OFF, self._treatment_id or "", reason="pause",
+                                                           elapsed_s=self.sm.timer.elapsed_s,
+                                                           irm_dose_gy=self._segment_irm_before_gy))
+        return self._from_transition(t)
+
+    def _close_segment(self) -> None:
+        """Fold the unit's per-arm IRM dose into the delivery total (the unit resets it at the next arm)."""
+        if self._status is not None:
+            try:
+                self._status = self._xrs.status()
+            except DeviceError:
+                pass
+            self._segment_irm_before_gy += self._status.irm_dose_gy
+
+    def _cmd_stop(self) -> CommandResult:
+        reason = self._guard(Event.STOP)
+        if reason:
+            return self._result(False, reason)
+        return self._end(Event.STOP, TerminationStatus.OPERATOR, "stopped by the operator",
+                         BeamOffReason.OPERATOR_STOP)
+
+    def _cmd_emergency_stop(self) -> CommandResult:
+        # the beam goes off whatever the state: the interlock latches even when there is no treatment
+        self._beam_off_quietly(BeamOffReason.OPERATOR_STOP)
+        self.interlocks.trip(InterlockId.EMERGENCY_STOP, now_s=self._clock.now_s(), detail="console e-stop")
+        if self._guard(Event.EMERGENCY_STOP):
+            return self._result(True, "emergency stop: beam off; no treatment was armed or running")
+        return self._end(Event.EMERGENCY_STOP, TerminationStatus.OPERATOR, "emergency stop at the console", None)
+
+    def _cmd_acknowledge_fault(self, beam_confirmed_off: bool) -> CommandResult:
+        return self._from_transition(self.sm.handle(Event.ACKNOWLEDGE_FAULT, beam_confirmed_off=beam_confirmed_off))
+
+    def _cmd_acknowledge_interruption(self, delivered_dose_gy: float, acknowledgement: str) -> CommandResult:
+        if not acknowledgement or not acknowledgement.strip():
+            return self._result(False, "write what was checked (unit counters, record) before acknowledging")
+        if not (isinstance(delivered_dose_gy, (int, float)) and math.isfinite(delivered_dose_gy)
+                and delivered_dose_gy >= 0):
+            return self._result(False, f"delivered dose {delivered_dose_gy!r} Gy is not a dose: enter it from the "
+                                       "unit's IRM counter")
+        reason = self._guard(Event.ACKNOWLEDGE_INTERRUPTION)
+        if reason:
+            return self._result(False, reason)
+        if not self._journal_or_trip(lambda: self._journal.append(
+                RECOVERY_ACKNOWLEDGED, self._treatment_id or "", delivered_dose_gy=delivered_dose_gy,
+                acknowledgement=acknowledgement.strip())):
+            return self._result(False, self.interlocks.status(InterlockId.JOURNAL_WRITE_FAILURE).text)
+        self._termination = TerminationStatus.UNKNOWN
+        return self._from_transition(self.sm.handle(Event.ACKNOWLEDGE_INTERRUPTION))
+
+    def _cmd_reset(self) -> CommandResult:
+        t = self.sm.handle(Event.RESET)
+        if t.ok:
+            self._treatment_id = None
+            self._segment_irm_before_gy = 0.0
+            self._identity_verified = False
+            self._termination = None
+            self._update_preconditions(self._clock.now_s(), full=True)
+        return self._from_transition(t)
+
+    def _cmd_clear_interlock(self, interlock: InterlockId, role: ClearRole, acknowledgement: str) -> CommandResult:
+        try:
+            interlock = InterlockId(interlock)
+        except ValueError:
+            return self._result(False, f"unknown interlock {interlock!r}")
+        r = self.interlocks.clear(interlock, role=role, acknowledgement=acknowledgement)
+        if r.ok and interlock is InterlockId.JOURNAL_WRITE_FAILURE:
+            pass  # the next journal write is the test; failing again trips it again
+        return self._result(r.ok, r.reason)
+
+    # -- ending a delivery -------------------------------------------------------------------------
+
+    def _beam_off_quietly(self, reason: BeamOffReason) -> None:
+        try:
+            self._xrs.beam_off(reason)
+        except DeviceError as exc:
+            log.error("beam off failed: %s", exc)
+            self.interlocks.update(InterlockId.LINK_LOST, True, now_s=self._clock.now_s(),
+                                   detail=f"beam off not confirmed: {exc.message}")
+
+    def _end(self, event: Event, termination: TerminationStatus, why: str,
+             beam_off_reason: BeamOffReason | None) -> CommandResult:
+        was_beam = self.sm.state is State.BEAM_ON
+        if beam_off_reason is not None:
+            self._beam_off_quietly(beam_off_reason)
+        t = self.sm.handle(event)
+        if was_beam:
+            self._close_segment()
+        self._termination = termination
+        if t.ok and self._treatment_id is not None:
+            plan = self.sm.plan.plan if self.sm.plan else None
+            rate = plan.dose_to_deliver_gy / plan.treatment_time_s if plan else 0.0
+            elapsed = self.sm.timer.elapsed_s
+            self._journal_or_trip(lambda: self._journal.append(BEAM_OFF, self._treatment_id, reason=why))
+            if t.to_state in (State.COMPLETED, State.TERMINATED):
+                self._journal_or_trip(lambda: self._journal.treatment_closed(
+                    self._treatment_id, status=termination.value, elapsed_s=elapsed,
+                    primary_dose_gy=min(elapsed, self.sm.timer.preset_s) * rate,
+                    irm_dose_gy=self._segment_irm_before_gy, reason=why))
+        self._last_message = f"{why} — {t.reason}"
+        return CommandResult(t.ok, self._last_message if t.ok else t.reason, self.sm.state)
+
+    def _journal_or_trip(self, write: Callable[[], Any]) -> bool:
+        try:
+            write()
+            return True
+        except JournalWriteError as exc:
+            self.interlocks.trip(InterlockId.JOURNAL_WRITE_FAILURE, now_s=self._clock.now_s(), detail=exc.message)
+            if self.sm.state is State.BEAM_ON:
+                # a beam that cannot be recorded is terminated; the closing entry will fail too, so skip it
+                self._beam_off_quietly(BeamOffReason.CONSOLE_INTERLOCK)
+                self.sm.handle(Event.INTERLOCK)
+                self._close_segment()
+                self._termination = TerminationStatus.MACHINE
+                self._last_message = REGISTRY[InterlockId.JOURNAL_WRITE_FAILURE].message
+            return False
+
+    # -- snapshots -------------------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        s, plan = self._status, (self.sm.plan.plan if self.sm.plan else None)
+        timer = self.sm.timer
+        rate_gy_per_s = plan.dose_to_deliver_gy / plan.treatment_time_s if plan else 0.0
+        measured = None
+        if len(self._rate_window) >= 2 and self._rate_window[-1][0] > self._rate_window[0][0]:
+            (t0, d0), (t1, d1) = self._rate_window[0], self._rate_window[-1]
+            measured = (d1 - d0) / (t1 - t0) * 60.0
+        secondary = self._segment_irm_before_gy + (s.irm_dose_gy if s is not None and self.sm.state is State.BEAM_ON
+                                                   else 0.0)
+        self._seq += 1
+        return Snapshot(
+            seq=self._seq, host_time_s=self._clock.now_s(), state=self.sm.state,
+            plan_id=plan.plan_id if plan else None, plan_version=plan.version if plan else None,
+            preset_s=timer.preset_s, elapsed_s=timer.shown(timer.elapsed_s), remaining_s=timer.remaining_shown_s,
+            primary_dose_gy=min(timer.elapsed_s, timer.preset_s) * rate_gy_per_s, secondary_dose_gy=secondary,
+            prescription_dose_gy=plan.prescription_dose_gy if plan else None,
+            dose_to_deliver_gy=plan.dose_to_deliver_gy if plan else None,
+            dose_rate_gy_per_min=measured, kv=s.kv if s else None, ua=s.ua if s else None,
+            device_state=s.state.value if s else None,
+            link_ok=not self.interlocks.is_active(InterlockId.LINK_LOST),
+            interlocks=self.interlocks.active(), last_message=self._last_message,
+            termination=self._termination, overruns=self.overruns)
+
+    def _publish(self) -> None:
+        snap = self.snapshot()
+        with self._mail_lock:
+            boxes = list(self._mailboxes)
+        for box in boxes:
+            box.put(snap)
