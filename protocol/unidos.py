@@ -12,7 +12,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 ENCODING = "utf-8"
 CRLF = b"\r\n"
@@ -1064,5 +1064,3 @@ def error_reply_text(code: str) -> str:
     """`E20` → `E20 (no write permission)` for logs and messages."""
     return f"{code} ({ERROR_MEANINGS.get(code, 'error code not in the UNIDOS reference table')})"
 
-
-DecodeFn = Callable[[Request, Union[str, bytes]], Any]

@@ -260,12 +260,11 @@ class UnidosModel:
         if not self._token:
             raise _Refused("E20")
 
-    def _require_idle(self, *, allow_hold: bool = True) -> None:
-        """Settings and actions that need the instrument not measuring / not busy."""
+    def _require_idle(self) -> None:
+        """Settings and actions that need the instrument neither busy (E03) nor measuring (E02)."""
         if self._status in (Status.ZERO, Status.SELF_TEST):
             raise _Refused("E03")
-        busy = (Status.MEAS, Status.INT) if allow_hold else (Status.MEAS, Status.INT, Status.HOLD)
-        if self._status in busy:
+        if self._status in (Status.MEAS, Status.INT):
             raise _Refused("E02")
 
     def _execute(self, req: Request):
@@ -363,7 +362,7 @@ class UnidosModel:
     def _cmd_nul(self, _):
         if not self.warmed_up:
             raise _Refused("E03")
-        self._require_idle(allow_hold=False)
+        self._require_idle()
         self._reset_values()
         self._status = Status.ZERO
         self._zero_end_s = self.clock.now_s() + self.zero_duration_s
@@ -379,7 +378,7 @@ class UnidosModel:
         return ZeroCorrectionStatus(self._zero_result, remaining_ms, total_ms)
 
     def _cmd_ast(self, _):
-        self._require_idle(allow_hold=False)
+        self._require_idle()
         self._reset_values()
         self._status = Status.SELF_TEST
         self._self_test_end_s = self.clock.now_s() + self.self_test_duration_s
@@ -400,7 +399,7 @@ class UnidosModel:
     def _cmd_rge(self, p):
         if p is None:
             return self._range
-        self._require_idle(allow_hold=False)
+        self._require_idle()
         self._range = Range(p)
         self._emit({"event": "range_set", "range": self._range.value})
         return self._range
@@ -410,7 +409,7 @@ class UnidosModel:
             return self._hv_set_v
         if not -HV_LIMIT_V <= p <= HV_LIMIT_V:
             raise _Refused("E08")
-        self._require_idle(allow_hold=False)
+        self._require_idle()
         self._hv_set_v = p
         self._emit({"event": "hv_set", "hv_v": p})
         return p
