@@ -396,7 +396,7 @@ class OutputCheck:
                                     electrometer_firmware=ro_id.firmware, chamber_serial=request.chamber_serial),
             calibration_sha256=self.calibration.file_sha256,
             calibration_date=self.calibration.calibration_date,
-            reference_reading_c=reference_c, calibration_reference_reading_c=self.calibration.reference_reading_c,
+            reference_reading_nc=reference_c * 1e9, calibration_reference_reading_nc=self.calibration.reference_reading_nc,
             qa_exposure_s=self.calibration.qa_exposure_s,
             kv=self.calibration.nominal_kv, ua=self.calibration.nominal_ua,
             measurement_range=policy.measurement_range, chamber_hv_v=policy.chamber_hv_v,
@@ -405,8 +405,8 @@ class OutputCheck:
             pressure_kpa=pressure_kpa, temperature_entered=str(request.temperature_entered),
             pressure_entered=str(request.pressure_entered),
             reference_temperature_c=policy.reference_temperature_c,
-            reference_pressure_kpa=policy.reference_pressure_kpa, k_tp=correction, raw_mean_c=raw_mean_c,
-            corrected_mean_c=corrected_mean_c, k_out=k, deviation_fraction=k - 1.0,
+            reference_pressure_kpa=policy.reference_pressure_kpa, k_tp=correction, raw_mean_nc=raw_mean_c * 1e9,
+            corrected_mean_nc=corrected_mean_c * 1e9, k_out=k, deviation_fraction=k - 1.0,
             warning_fraction=policy.k_out_warning_fraction, window_fraction=policy.k_out_window_fraction,
             result=outcome, message=outcome_message(outcome, k, policy, self.calibration.source_serial))
 
@@ -558,7 +558,7 @@ class OutputCheck:
             raise QaIncomplete(f"reading {index} of series {attempt} collected no charge ({values.integrated} C): "
                                "check that the chamber is connected and sits in the QA holder, then repeat")
         self._step(f"reading {index}: {values.integrated:.6e} C")
-        return ChargeReading(attempt=attempt, index=index, charge_c=values.integrated,
+        return ChargeReading(attempt=attempt, index=index, charge_nc=values.integrated * 1e9,
                              measuring_time_s=values.measuring_time_s, hv_v=values.hv_v, flags=int(flags),
                              beam_on_time_s=status.beam_on_time_s)
 

@@ -17,8 +17,8 @@ from orconsole.qa_models import IsotropyRecord, MechanicsRecord, OutputCheckReco
 HISTORY_COLUMNS = (
     "performed_on", "performed_at", "kind", "qa_id", "source_serial", "result", "acknowledged_by", "signed_by",
     "performed_by", "k_out", "deviation_percent", "warning_percent", "window_percent", "k_tp", "temperature_c",
-    "pressure_kpa", "reference_temperature_c", "raw_mean_c", "corrected_mean_c", "reference_reading_c",
-    "spread_percent", "readings_c", "electrometer_serial", "chamber_serial", "xrs_serial",
+    "pressure_kpa", "reference_temperature_c", "raw_mean_nc", "corrected_mean_nc", "reference_reading_nc",
+    "spread_percent", "readings_nc", "electrometer_serial", "chamber_serial", "xrs_serial",
     "isotropy_plus_x_percent", "isotropy_minus_x_percent", "isotropy_plus_y_percent", "isotropy_minus_y_percent",
     "isotropy_plus_z_percent", "isotropy_tolerance_percent", "probe_straightness_mm", "beam_centering_mm",
     "message",
@@ -35,14 +35,14 @@ def history_rows(stored: Iterable[StoredQa]) -> list[dict[str, str]]:
                    qa_id=r.qa_id, source_serial=r.source_serial, performed_by=r.performed_by,
                    signed_by="; ".join(item.signed_by), message=r.message)
         if isinstance(r, OutputCheckRecord):
-            used = [x.charge_c for x in r.readings]
+            used = [x.charge_nc for x in r.readings]
             row.update(result=r.result.value, k_out=f"{r.k_out:.5f}",
                        deviation_percent=f"{r.deviation_fraction * 100:.3f}",
                        warning_percent=f"{r.warning_fraction * 100:g}", window_percent=f"{r.window_fraction * 100:g}",
                        k_tp=f"{r.k_tp:.5f}", temperature_c=f"{r.temperature_c:.2f}", pressure_kpa=f"{r.pressure_kpa:.3f}",
-                       reference_temperature_c=f"{r.reference_temperature_c:g}", raw_mean_c=f"{r.raw_mean_c:.6e}",
-                       corrected_mean_c=f"{r.corrected_mean_c:.6e}", reference_reading_c=f"{r.reference_reading_c:.6e}",
-                       spread_percent=f"{r.spread_fraction * 100:.3f}", readings_c=";".join(f"{v:.6e}" for v in used),
+                       reference_temperature_c=f"{r.reference_temperature_c:g}", raw_mean_nc=f"{r.raw_mean_nc:.6f}",
+                       corrected_mean_nc=f"{r.corrected_mean_nc:.6f}", reference_reading_nc=f"{r.reference_reading_nc:.6f}",
+                       spread_percent=f"{r.spread_fraction * 100:.3f}", readings_nc=";".join(f"{v:.6f}" for v in used),
                        electrometer_serial=r.instruments.electrometer_serial,
                        chamber_serial=r.instruments.chamber_serial or "", xrs_serial=r.instruments.xrs_serial,
                        acknowledged_by=item.acknowledgement.acknowledged_by if item.acknowledgement else "")

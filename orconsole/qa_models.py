@@ -26,11 +26,16 @@ class ChargeReading(_Frozen):
 
     attempt: int = Field(ge=1)             # 1 = first series, 2 = the repeat after a too-wide spread
     index: int = Field(ge=1)               # reading number within the series
-    charge_c: float                        # integrated charge as read (raw, not corrected)
+    charge_nc: float                       # integrated charge as read (raw, not corrected), nC
     measuring_time_s: float
     hv_v: float
     flags: int                             # UNIDOS MV error flags (0 = none)
     beam_on_time_s: float                  # as counted by the X-ray unit
+
+    # Stored in nC: the record store writes floats with 6 decimals, which would erase a value in C.
+    @property
+    def charge_c(self) -> float:
+        return self.charge_nc * 1e-9
 
 
 class Instruments(_Frozen):
@@ -55,8 +60,8 @@ class OutputCheckRecord(_Frozen):
     instruments: Instruments
     calibration_sha256: str               # hash of the imported calibration file
     calibration_date: date
-    reference_reading_c: float = Field(gt=0)   # at the site's T0/P0 (what k_out divides by)
-    calibration_reference_reading_c: float = Field(gt=0)   # as the calibration states it (20 °C, 101.325 kPa)
+    reference_reading_nc: float = Field(gt=0)   # at the site's T0/P0 (what k_out divides by)
+    calibration_reference_reading_nc: float = Field(gt=0)   # as the calibration states it (20 °C, 101.325 kPa)
     qa_exposure_s: float = Field(gt=0)
     kv: float
     ua: float
@@ -73,14 +78,26 @@ class OutputCheckRecord(_Frozen):
     reference_temperature_c: float
     reference_pressure_kpa: float
     k_tp: float
-    raw_mean_c: float
-    corrected_mean_c: float
+    raw_mean_nc: float
+    corrected_mean_nc: float
     k_out: float
     deviation_fraction: float              # k_out - 1
     warning_fraction: float
     window_fraction: float
     result: QaOutcome
     message: str                           # what the result means and what to do
+
+    @property
+    def reference_reading_c(self) -> float:
+        return self.reference_reading_nc * 1e-9
+
+    @property
+    def raw_mean_c(self) -> float:
+        return self.raw_mean_nc * 1e-9
+
+    @property
+    def corrected_mean_c(self) -> float:
+        return self.corrected_mean_nc * 1e-9
 
     def to_qa_result(self, *, acknowledged: bool = False) -> QaResult:
         return QaResult(qa_id=self.qa_id, source_serial=self.source_serial, performed_on=self.performed_on,

@@ -299,7 +299,7 @@ def cmd_output(args) -> int:
             except QaIncomplete as exc:
                 store.audit(performed_by, "qa output check incomplete",
                             {"source_serial": xrs_id.serial_number, "reason": exc.message,
-                             "readings_c": [r.charge_c for r in exc.readings]})
+                             "readings_nc": [r.charge_nc for r in exc.readings]})
                 _emit(args, {"result": "incomplete", "reason": exc.message, "source_serial": xrs_id.serial_number,
                              "readings": [r.charge_c for r in exc.readings]},
                       f"qa: output check NOT completed: {exc.message}", error=True)
