@@ -133,7 +133,9 @@ class ApplicatorDoseRate(_Frozen):
     """Calibrated surface dose rate of one applicator, 50 kV, for one source."""
 
     diameter_cm: ApplicatorCm
-    surface_dose_rate_gy_per_min: float = Field(gt=0, le=10.0)
+    # Model-level sanity only (the ×60 fast simulator source reaches 156 Gy/min); the clinical guard is the
+    # calibration import's limit and the treatment-time plausibility bounds of the site configuration.
+    surface_dose_rate_gy_per_min: float = Field(gt=0, le=200.0)
     assumption: bool = False                # True where the value is not measured (flag it)
 
 
