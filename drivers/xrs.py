@@ -109,6 +109,7 @@ class XrsDriver:
         self._last_rx_s = 0.0
         self._device_heartbeats = 0
         self._last_degraded_s = -math.inf
+        self._last_reply_time_s = 0.0
         # statistics (cumulative over reconnects)
         self._frames_sent = 0
         self._frames_received = 0
@@ -332,6 +333,7 @@ class XrsDriver:
                     raise error
                 if reply is not None:
                     self._rtts_ms.append((pending.reply_time_s - sent_s) * 1000.0)
+                    self._last_reply_time_s = pending.reply_time_s
                     if attempt:
                         self._maybe_degraded(f"{what} needed {attempt} retransmission(s)")
                     return self._check_reply(request, reply)
@@ -418,7 +420,7 @@ class XrsDriver:
             last_beam_off_reason=(None if reply.last_beam_off_reason == xrs.BeamOffReasonCode.NONE
                                   else BeamOffReason(int(reply.last_beam_off_reason))),
             armed_plan_hash=reply.armed_plan_hash if reply.armed else None,
-            host_time_s=time.monotonic(),
+            host_time_s=self._last_reply_time_s,      # when the reply arrived (I/O thread, monotonic)
         )
 
     def heartbeat(self) -> float:

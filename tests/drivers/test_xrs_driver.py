@@ -107,6 +107,9 @@ def test_a_treatment_cycle_reports_state_dose_plan_hash_and_the_beam_off_reason(
     assert status.last_beam_off_cause == BeamOffCause.CONSOLE_COMMAND
     assert status.last_beam_off_reason == BeamOffReason.OPERATOR_PAUSE
     assert lk.driver.heartbeat() == pytest.approx(status.device_time_s, abs=1.0)
+    before_s = time.monotonic()
+    status = lk.driver.status()
+    assert before_s <= status.host_time_s <= time.monotonic()
 
 
 def test_isotropy_is_read_during_beam(link):
