@@ -464,3 +464,26 @@ def test_the_driver_never_uses_blocking_readline_timeouts():
     import drivers.unidos as mod
     source = inspect.getsource(mod)
     assert "readline(" not in source and "time.monotonic" in source
+
+
+# ---- the production path: sim:// through the coupled bench ---------------------------------
+
+def test_over_sim_url_the_driver_reaches_the_bench_electrometer():
+    from simulators.bench import get_bench, reset_benches
+    try:
+        bench = get_bench("unidos-driver-test", seed="3")
+        drv = UnidosDriver("sim://unidos?bench=unidos-driver-test", reply_timeout_s=1.0)
+        try:
+            identity = drv.connect()
+            assert identity.serial_number == str(bench.unidos_model.serial_number)
+            drv.acquire_write_permission()
+            drv.start()
+            values = drv.measured_values()
+            assert values.status == "MEAS" and values.integrated_unit == "C"
+            bench.unidos_model.inject("garbage")
+            with pytest.raises(ReplyGarbled):
+                drv.status()
+        finally:
+            drv.close()
+    finally:
+        reset_benches()
