@@ -79,3 +79,10 @@ def k_out_trend(repo: QaRepository, source_serial: str) -> list[tuple[str, float
     return [(s.record.performed_on.isoformat(), s.record.k_out, s.record.result.value)
             for s in sorted(repo.records(source_serial=source_serial, kind="output"),
                             key=lambda s: s.record.performed_at)]
+
+
+def isotropy_trend(repo: QaRepository, source_serial: str) -> list[tuple[str, dict[str, float], bool]]:
+    """(date, per-direction deviation fraction, passed) of every isotropy check, oldest first."""
+    return [(s.record.performed_on.isoformat(), dict(s.record.deviations), s.record.passed)
+            for s in sorted(repo.records(source_serial=source_serial, kind="isotropy"),
+                            key=lambda s: s.record.performed_at)]

@@ -301,7 +301,7 @@ def cmd_output(args) -> int:
                             {"source_serial": xrs_id.serial_number, "reason": exc.message,
                              "readings_nc": [r.charge_nc for r in exc.readings]})
                 _emit(args, {"result": "incomplete", "reason": exc.message, "source_serial": xrs_id.serial_number,
-                             "readings": [r.charge_c for r in exc.readings]},
+                             "readings": [r.charge_c for r in exc.readings], "steps": steps},
                       f"qa: output check NOT completed: {exc.message}", error=True)
                 return EXIT_INCOMPLETE
         finally:
@@ -314,6 +314,7 @@ def cmd_output(args) -> int:
             signed_by.append(row.printed_name)
         gate = output_check_gate(repo, source_serial=record.source_serial, day=record.performed_on, policy=policy)
         payload = _record_payload(record, signed_by=signed_by, gate=gate)
+        payload["steps"] = steps
         text = (f"{record.message}\nqa_id {record.qa_id}; readings {', '.join(f'{r.charge_c:.4e} C' for r in record.readings)}; "
                 f"k_TP {record.k_tp:.5f}; corrected mean {record.corrected_mean_c:.5e} C; k_out {record.k_out:.5f}\n"
                 f"treatment on {record.source_serial}: {'allowed' if gate.allowed else 'BLOCKED'} ({gate.reason})")
