@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from logs.canonical import CanonicalFormError, canonical_json, parse_canonical, sha256_hex
 
@@ -72,8 +72,12 @@ class ChainVerdict:
         return "audit trail BROKEN: " + "; ".join(self.problems)
 
 
-def verify_chain(entries: Iterable[AuditEntry], head_seq: int, head_hash: str, *, max_problems: int = 20) -> ChainVerdict:
-    """Check an ordered (by seq) sequence of entries against each other and against the head row."""
+def verify_chain(entries: Iterable[AuditEntry], head_seq: int, head_hash: str, *, max_problems: int = 20,
+                 on_entry: Callable[[AuditEntry, Any], None] | None = None) -> ChainVerdict:
+    """Check an ordered (by seq) sequence of entries against each other and against the head row.
+
+    on_entry(entry, details) is called for each entry whose details parsed (used to build indexes
+    in the same pass)."""
     problems: list[str] = []
     expected_seq = 1
     prev_hash = GENESIS_HASH
@@ -93,6 +97,8 @@ def verify_chain(entries: Iterable[AuditEntry], head_seq: int, head_hash: str, *
             problems.append(f"entry {e.seq} was altered: its details are not the canonical text that was hashed ({exc})")
             details = None
         if details is not None:
+            if on_entry is not None:
+                on_entry(e, details)
             recomputed = entry_hash(e.prev_hash, e.seq, e.utc, e.actor, e.action, details)
             if recomputed != e.entry_hash:
                 problems.append(f"entry {e.seq} was altered: its hash does not match its content")

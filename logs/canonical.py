@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from typing import Any
 
 FLOAT_DECIMALS = 6
@@ -18,53 +19,64 @@ class CanonicalFormError(ValueError):
     """A value that has no canonical JSON form (NaN, Infinity, a non-string key, an unknown type)."""
 
 
-def _encode(value: Any, out: list[str]) -> None:
-    if value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif isinstance(value, int):
-        out.append(str(int(value)))
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise CanonicalFormError(f"{value!r} cannot be recorded: only finite numbers are allowed")
-        text = f"{value:.{FLOAT_DECIMALS}f}"
-        if text.lstrip("-").strip("0.") == "":
-            text = f"{0.0:.{FLOAT_DECIMALS}f}"  # -0.000000 and 0.000000 are the same value
-        out.append(text)
-    elif isinstance(value, str):
-        out.append(json.dumps(value, ensure_ascii=False))
-    elif isinstance(value, dict):
-        out.append("{")
-        first = True
-        for key in sorted(value):
-            if not isinstance(key, str):
-                raise CanonicalFormError(f"object key {key!r} is not a string")
-            if not first:
-                out.append(",")
-            first = False
-            out.append(json.dumps(key, ensure_ascii=False))
-            out.append(":")
-            _encode(value[key], out)
-        out.append("}")
-    elif isinstance(value, (list, tuple)):
-        out.append("[")
-        for i, item in enumerate(value):
-            if i:
-                out.append(",")
-            _encode(item, out)
-        out.append("]")
-    else:
-        raise CanonicalFormError(f"value of type {type(value).__name__} has no canonical JSON form")
+_FLOAT_MARK = "\x00"
+_MARKED_FLOAT = re.compile(r'"\\u0000(-?[0-9]+\.[0-9]+)\\u0000"')
+_FLOAT_TEXT = re.compile(r"-?(0|[1-9][0-9]*)\.[0-9]{%d}" % FLOAT_DECIMALS)
+_ZERO = f"{0.0:.{FLOAT_DECIMALS}f}"
+
+
+def _float_text(value: float) -> str:
+    if not math.isfinite(value):
+        raise CanonicalFormError(f"{value!r} cannot be recorded: only finite numbers are allowed")
+    text = f"{value:.{FLOAT_DECIMALS}f}"
+    if text[0] == "-" and text[1:] == _ZERO:
+        text = _ZERO  # -0.000000 and 0.000000 are the same value
+    return text
+
+
+def _prep(value: Any) -> Any:
+    """Replace each float by a marked string holding its fixed-point text; check keys and strings."""
+    t = type(value)
+    if t is str:
+        if _FLOAT_MARK in value:
+            raise CanonicalFormError("text containing the NUL character cannot be recorded")
+        return value
+    if t is float:
+        return _FLOAT_MARK + _float_text(value) + _FLOAT_MARK
+    if t is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise CanonicalFormError(f"object key {k!r} is not a string")
+            if _FLOAT_MARK in k:
+                raise CanonicalFormError("a key containing the NUL character cannot be recorded")
+            out[k] = _prep(v)
+        return out
+    if t is list or t is tuple:
+        return [_prep(v) for v in value]
+    if value is None or t is bool or t is int:
+        return value
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return _prep(float(value))
+    if isinstance(value, str):
+        return _prep(str(value))
+    if isinstance(value, dict):
+        return _prep(dict(value))
+    raise CanonicalFormError(f"value of type {type(value).__name__} has no canonical JSON form")
+
+
+def _dump(prepared: Any) -> str:
+    text = json.dumps(prepared, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _MARKED_FLOAT.sub(r"\1", text) if "\\u0000" in text else text
 
 
 def canonical_json(value: Any) -> bytes:
     """Return the canonical UTF-8 bytes of a JSON-compatible value (dict, list, str, int, float, bool, None)."""
-    out: list[str] = []
-    _encode(value, out)
-    return "".join(out).encode("utf-8")
+    return _dump(_prep(value)).encode("utf-8")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -74,6 +86,16 @@ def sha256_hex(data: bytes) -> str:
 def content_hash(value: Any) -> str:
     """SHA-256 (lower-case hex) of the canonical bytes of value."""
     return sha256_hex(canonical_json(value))
+
+
+def _float_marker(text: str) -> str:
+    if not _FLOAT_TEXT.fullmatch(text) or text == "-" + _ZERO:
+        raise CanonicalFormError(f"number {text} is not written with exactly {FLOAT_DECIMALS} decimals")
+    return _FLOAT_MARK + text + _FLOAT_MARK
+
+
+def _refuse_constant(name: str) -> Any:
+    raise CanonicalFormError(f"{name} is not a number that can be recorded")
 
 
 def parse_canonical(data: bytes) -> Any:
@@ -86,13 +108,17 @@ def parse_canonical(data: bytes) -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CanonicalFormError(f"not valid UTF-8 at byte {exc.start}") from exc
+    if "\\u0000" in text:
+        raise CanonicalFormError("the text contains an escaped NUL character, which canonical JSON never holds")
     try:
-        value = json.loads(text)
+        marked = json.loads(text, parse_float=_float_marker, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise CanonicalFormError(f"not valid JSON: {exc.msg} at character {exc.pos}") from exc
-    if canonical_json(value) != data:
+    except RecursionError as exc:
+        raise CanonicalFormError("nested too deeply") from exc
+    if _dump(marked) != text:
         raise CanonicalFormError("the bytes are valid JSON but not in canonical form: they were changed after writing")
-    return value
+    return json.loads(text)
 
 
 def utc_now_iso() -> str:

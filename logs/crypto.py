@@ -6,6 +6,8 @@ Never stores or logs a password or an unencrypted user private key; never invent
 from __future__ import annotations
 
 import base64
+import binascii
+import functools
 import hashlib
 import hmac
 import os
@@ -70,11 +72,16 @@ def load_public_key(raw_b64: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(b64d(raw_b64))
 
 
+@functools.lru_cache(maxsize=4096)
+def _cached_public_key(public_key_b64: str) -> Ed25519PublicKey:
+    return load_public_key(public_key_b64)
+
+
 def verify_ed25519(public_key_b64: str, signature_b64: str, message: bytes) -> bool:
     try:
-        load_public_key(public_key_b64).verify(b64d(signature_b64), message)
+        _cached_public_key(public_key_b64).verify(base64.b64decode(signature_b64, validate=True), message)
         return True
-    except (InvalidSignature, ValueError):
+    except (InvalidSignature, ValueError, binascii.Error):
         return False
 
 

@@ -6,6 +6,7 @@ are addenda that reference the original's content hash. Field-by-field documenta
 """
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import date, datetime, timezone
 from enum import StrEnum
@@ -22,17 +23,22 @@ RECORD_KIND = "delivery_record"
 ADDENDUM_KIND = "addendum"
 
 
+_UTC_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+
+
 def _utc_text(value: Any) -> str:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("a timestamp without time zone cannot be recorded: give UTC")
         return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     if isinstance(value, str):
-        try:
-            parsed = datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
-        except ValueError as exc:
-            raise ValueError(f"timestamp {value!r} is not UTC 'YYYY-MM-DDTHH:MM:SS.ffffffZ'") from exc
-        return parsed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        if _UTC_TEXT.fullmatch(value):
+            try:
+                datetime.fromisoformat(value[:-1])  # a real date and time, not just the right shape
+                return value
+            except ValueError:
+                pass
+        raise ValueError(f"timestamp {value!r} is not UTC 'YYYY-MM-DDTHH:MM:SS.ffffffZ'")
     raise ValueError(f"{value!r} is not a timestamp")
 
 

@@ -7,6 +7,7 @@ countersigns each signature. Never signs a draft; never trusts a stored hash wit
 """
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -226,6 +227,7 @@ class DocumentVerdict:
     problems: list[str] = field(default_factory=list)
     signatures: list[SignatureCheck] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    data: object = field(default=None, repr=False)  # the parsed content, when it parsed
 
     @property
     def ok(self) -> bool:
@@ -249,18 +251,29 @@ def verify_document(doc: Document, sigs: list[SignatureRow], keys: dict[str, Pub
 
     v = DocumentVerdict(doc.doc_id, doc.kind, doc.status, doc.content_hash)
     data = doc.content.encode("utf-8")
-    try:
-        parse_canonical(data)
-    except CanonicalFormError as exc:
-        v.problems.append(f"stored content is damaged: {exc}")
     if doc.status == "final":
-        actual = sha256_hex(data)
-        if doc.content_hash != actual:
+        # The hash covers every byte: if it matches, the bytes are exactly those finalised (and canonical,
+        # since only canonical text is ever finalised); if not, we say so and also check the form.
+        if doc.content_hash == sha256_hex(data):
+            try:
+                v.data = json.loads(data)
+            except ValueError as exc:
+                v.problems.append(f"stored content is damaged: {exc}")
+        else:
             v.problems.append("stored content does not match its content hash: the record was altered after it was finalised")
-    elif sigs:
-        v.problems.append("signatures are attached to a document marked draft: its status was altered")
+            try:
+                parse_canonical(data)
+            except CanonicalFormError as exc:
+                v.problems.append(f"stored content is damaged: {exc}")
     else:
-        v.notes.append("draft: not yet finalised or signed")
+        try:
+            v.data = parse_canonical(data)
+        except CanonicalFormError as exc:
+            v.problems.append(f"stored content is damaged: {exc}")
+        if sigs:
+            v.problems.append("signatures are attached to a document marked draft: its status was altered")
+        else:
+            v.notes.append("draft: not yet finalised or signed")
     for row in sigs:
         v.signatures.append(check_signature(row, doc.doc_id, doc.kind, doc.content_hash or "", keys))
     return v

@@ -270,7 +270,8 @@ class Store:
             head = conn.execute(select(t.audit_head).where(t.audit_head.c.id == 1)).one()
         return int(head.seq), head.entry_hash
 
-    def verify_audit_chain(self) -> ChainVerdict:
+    def verify_audit_chain(self, on_entry=None) -> ChainVerdict:
+        """Check every link of the audit trail; on_entry(entry, details) sees each parsed entry."""
         with self.engine.connect() as conn:
             head = conn.execute(select(t.audit_head).where(t.audit_head.c.id == 1)).one_or_none()
             rows = conn.execute(select(t.audit_log).order_by(t.audit_log.c.seq))
@@ -278,7 +279,7 @@ class Store:
                        for r in rows)
             if head is None:
                 return ChainVerdict(False, 0, ["the chain head row is missing: the audit table was tampered with"])
-            return verify_chain(entries, int(head.seq), head.entry_hash)
+            return verify_chain(entries, int(head.seq), head.entry_hash, on_entry=on_entry)
 
     # ------------------------------------------------------------------ documents
     def create_document(self, kind: str, content: Any, *, actor: str, subject: str | None = None,

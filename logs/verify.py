@@ -6,6 +6,8 @@ Read-only. Never "fixes" anything; reports in sentences a physicist can act on.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,19 @@ class AuditIndex:
 
     created: set[str] = field(default_factory=set)
     finalised: dict[str, str] = field(default_factory=dict)  # doc_id -> content hash
-    signatures: dict[str, tuple[str, str]] = field(default_factory=dict)  # sig_id -> (doc_id, meaning)
+    signatures: dict[str, dict[str, str]] = field(default_factory=dict)  # doc_id -> {sig_id: meaning}
+
+    def add(self, e, d: Any) -> None:
+        if not isinstance(d, dict):
+            return
+        if e.action == "document created":
+            self.created.add(d.get("doc_id"))
+            if d.get("content_hash"):
+                self.finalised[d["doc_id"]] = d["content_hash"]
+        elif e.action == "document finalised":
+            self.finalised[d.get("doc_id")] = d.get("content_hash")
+        elif e.action in ("record signed", "approval") and d.get("sig_id"):
+            self.signatures.setdefault(d.get("doc_id"), {})[d["sig_id"]] = d.get("meaning")
 
     @classmethod
     def from_store(cls, store: Store) -> "AuditIndex":
@@ -37,18 +51,17 @@ class AuditIndex:
             if e.action not in ("document created", "document finalised", "record signed", "approval"):
                 continue
             try:
-                d = json.loads(e.details)
+                idx.add(e, json.loads(e.details))
             except ValueError:
                 continue  # the chain check reports the damaged entry
-            if e.action == "document created":
-                idx.created.add(d.get("doc_id"))
-                if d.get("content_hash"):
-                    idx.finalised[d["doc_id"]] = d["content_hash"]
-            elif e.action == "document finalised":
-                idx.finalised[d.get("doc_id")] = d.get("content_hash")
-            elif d.get("sig_id"):
-                idx.signatures[d["sig_id"]] = (d.get("doc_id"), d.get("meaning"))
         return idx
+
+    @classmethod
+    def with_chain(cls, store: Store) -> tuple["AuditIndex", ChainVerdict]:
+        """Build the index and verify the chain in one pass over the audit trail."""
+        idx = cls()
+        chain = store.verify_audit_chain(on_entry=idx.add)
+        return idx, chain
 
     def check(self, v: DocumentVerdict, doc: Document, sigs: list[SignatureRow]) -> None:
         if doc.doc_id not in self.created:
@@ -61,8 +74,8 @@ class AuditIndex:
         if not doc.is_final and audited_hash:
             v.problems.append("the audit trail says this document was finalised, but it is stored as a draft")
         present = {s.sig_id for s in sigs}
-        for sig_id, (doc_id, meaning) in self.signatures.items():
-            if doc_id == doc.doc_id and sig_id not in present:
+        for sig_id, meaning in self.signatures.get(doc.doc_id, {}).items():
+            if sig_id not in present:
                 v.problems.append(f"the '{meaning}' signature {sig_id} recorded in the audit trail is missing")
 
 
@@ -93,10 +106,7 @@ def _describe(v: DocumentVerdict, kind: str, data: Any) -> None:
 def verify_one(doc: Document, sigs: list[SignatureRow], keys: dict[str, PublicKeyRow],
                audit: AuditIndex | None = None, *, addenda: list[tuple[Document, list[SignatureRow]]] = ()) -> DocumentVerdict:
     v = verify_document(doc, sigs, keys)
-    try:
-        data = json.loads(doc.content)
-    except ValueError:
-        data = None
+    data = v.data
     _schema_check(v, doc.kind, data)
     _describe(v, doc.kind, data)
     if doc.kind == ADDENDUM_KIND and doc.is_final and data:
@@ -146,23 +156,54 @@ class StoreVerdict:
         return "\n".join(lines)
 
 
-def verify_all(store: Store, *, kinds: tuple[str, ...] | None = None) -> StoreVerdict:
-    """Every document, every signature, the audit chain and audit cross-checks."""
+_SHARED: tuple | None = None  # (docs, sigs, keys, audit) inherited by forked workers
+
+
+def _verify_slice(bounds: tuple[int, int]) -> list[DocumentVerdict]:
+    docs, sigs, keys, audit = _SHARED
+    out = []
+    for doc in docs[bounds[0]:bounds[1]]:
+        v = verify_one(doc, sigs.get(doc.doc_id, []), keys, audit)
+        v.data = None  # not needed by the caller; keeps the result small
+        out.append(v)
+    return out
+
+
+def _default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 1)))
+
+
+def verify_all(store: Store, *, kinds: tuple[str, ...] | None = None, workers: int | None = None,
+               parallel_from: int = 2000) -> StoreVerdict:
+    """Every document, every signature, the audit chain and audit cross-checks.
+
+    With many documents the signature checks run in forked worker processes (workers defaults to
+    the CPU count, at most 8) while this process checks the audit chain.
+    """
+    global _SHARED
     keys = store.all_public_keys()
     sigs = store.all_signatures()
-    audit = AuditIndex.from_store(store)
-    docs = store.find_documents()
-    ids = {d.doc_id for d in docs}
-    verdicts = []
-    for doc in docs:
-        if kinds and doc.kind not in kinds:
-            continue
-        verdicts.append(verify_one(doc, sigs.get(doc.doc_id, []), keys, audit))
+    audit, chain = AuditIndex.with_chain(store)
+    all_docs = store.find_documents()
+    ids = {d.doc_id for d in all_docs}
+    docs = [d for d in all_docs if not kinds or d.kind in kinds]
+    workers = workers or _default_workers()
+    if workers > 1 and len(docs) >= parallel_from and "fork" in mp.get_all_start_methods():
+        _SHARED = (docs, sigs, keys, audit)
+        try:
+            step = -(-len(docs) // workers)
+            bounds = [(i, min(i + step, len(docs))) for i in range(0, len(docs), step)]
+            with mp.get_context("fork").Pool(workers) as pool:
+                verdicts = [v for part in pool.map(_verify_slice, bounds) for v in part]
+        finally:
+            _SHARED = None
+    else:
+        verdicts = [verify_one(doc, sigs.get(doc.doc_id, []), keys, audit) for doc in docs]
     orphans = [f"signature(s) {', '.join(s.sig_id for s in rows)} belong to document {doc_id}, which does not exist"
                for doc_id, rows in sigs.items() if doc_id not in ids]
     for doc_id in sorted(audit.created - ids):
         orphans.append(f"document {doc_id} was created according to the audit trail but is missing from the store")
-    return StoreVerdict(verdicts, store.verify_audit_chain(), orphans)
+    return StoreVerdict(verdicts, chain, orphans)
 
 
 # ---------------------------------------------------------------------- exported files

@@ -180,3 +180,17 @@ def test_export_of_a_draft_is_refused(store):
     RecordBook(store).start(rec, actor="tom")
     with pytest.raises(Exception, match="still a draft"):
         export_json_bytes(store, rec.record_id, cast.ids.installation_key, exported_by="tom")
+
+
+def test_parallel_verification_finds_the_same_damage_as_serial(store):
+    cast = make_cast(store)
+    ids = [signed_record(store, cast, mrn=f"EX-{i}", review=False) for i in range(3)]
+    drop_protection(store)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE documents SET content=replace(content, '12.423700', '12.423701') WHERE doc_id=:d"),
+                     {"d": ids[1]})
+    serial = verify_all(store, workers=1)
+    parallel = verify_all(store, workers=2, parallel_from=1)
+    assert not serial.ok and not parallel.ok
+    assert [(v.doc_id, v.ok) for v in serial.documents] == [(v.doc_id, v.ok) for v in parallel.documents]
+    assert [v.doc_id for v in parallel.documents if not v.ok] == [ids[1]]
