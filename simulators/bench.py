@@ -47,6 +47,7 @@ class Bench:
                                         on_event=lambda e: self._emit("unidos", e))
         self.devices = {"xrs": XrsDevice(self.xrs_model), "unidos": UnidosDevice(self.unidos_model)}
         self.faults = {"xrs": LineFaults(seed=seed), "unidos": LineFaults(seed=seed)}
+        self.xrs_model.attach_line_faults(self.faults["xrs"])  # silent / bit_errors / byte_drops
         self._runners: list[FdRunner] = []
         self._lock = threading.Lock()
 

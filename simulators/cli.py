@@ -18,7 +18,6 @@ from simulators.bench import Bench
 from simulators.runner import FdRunner
 from simulators.world import Room
 
-LINE_FAULT_KINDS = ("silent", "bit_errors", "byte_drops")
 
 
 @dataclass(frozen=True)
@@ -92,20 +91,15 @@ class FaultScheduler:
         self.on_event({"event": "beam_on", "device": "xrs"})
 
     def apply(self, spec: FaultSpec) -> None:
-        faults = self.bench.faults
-        if spec.kind == "silent":
-            faults["xrs"].silent = True
-        elif spec.kind == "bit_errors":
-            faults["xrs"].bit_error_rate = spec.value if spec.value is not None else 1e-3
-        elif spec.kind == "byte_drops":
-            faults["xrs"].byte_drop_rate = spec.value if spec.value is not None else 1e-3
-        elif spec.kind.startswith("unidos_"):
+        params = {} if spec.value is None else {"value": spec.value}
+        if spec.kind.startswith("unidos_"):
             kind = spec.kind.removeprefix("unidos_")
-            params = {} if spec.value is None else {"value": spec.value}
-            self.bench.unidos_model.inject(kind, **params)
+            if kind == "silent":
+                self.bench.faults["unidos"].silent = True
+            else:
+                self.bench.unidos_model.inject(kind, **params)
         else:
-            params = {} if spec.value is None else {"value": spec.value}
-            self.bench.xrs_model.inject(spec.kind, **params)
+            self.bench.xrs_model.inject(spec.kind, **params)  # device and line faults alike
         self.printer.event({"event": "fault_injected", "kind": spec.kind, "value": spec.value,
                             "after_beam_on_s": spec.after_beam_on_s})
 
