@@ -5,8 +5,10 @@ bounded retransmission on time.monotonic deadlines, and reports link loss to sub
 originates traffic on its own — no automatic heartbeats — so the unit's watchdog sees a frozen caller.
 
 Threading: one I/O thread per link reads and decodes every byte and calls the LinkEvent listeners
-(keep them non-blocking). The public calls block until the reply and must come from one thread at
-a time (the treatment supervisor's); a second concurrent caller gets a DeviceError, not a race.
+(keep them non-blocking and never call the driver from them). The public calls block until the
+reply and must come from one thread at a time (the treatment supervisor's); a second concurrent
+caller gets a DeviceError, not a race. On a lost link every call raises LinkLost without sending,
+except beam_off, which still puts one unconfirmed frame on the wire before raising.
 The caller's thread writes its request frame itself (under a lock) so beam-off never waits for the
 I/O thread's 2 ms read timeout.
 """
@@ -290,6 +292,10 @@ class XrsDriver:
     # ------------------------------------------------------------------------------ transactions
 
     def _transact(self, request: xrs.Message) -> xrs.Message:
+        if threading.current_thread() is self._io_thread:
+            raise DeviceError("XrsDriver called from a LinkEvent listener (the I/O thread): it would wait for "
+                              "a reply only that thread can read; hand the event to the supervisor's queue "
+                              "instead (this is a console bug)", device=DEVICE)
         if not self._call_lock.acquire(blocking=False):
             raise DeviceError("XrsDriver called from two threads at once: only the supervisor's thread may "
                               "call it (this is a console bug)", device=DEVICE)
@@ -304,8 +310,18 @@ class XrsDriver:
             raise DeviceError(f"{what}: the X-ray unit link is not open; call connect() first", device=DEVICE)
         with self._cond:
             if self._lost:
-                raise LinkLost(f"{what} not sent: the link to the X-ray unit is lost ({self._lost_reason}); "
-                               "treat the beam state as unknown and call reconnect()", device=DEVICE)
+                lost_reason = self._lost_reason
+            else:
+                lost_reason = None
+        if lost_reason is not None:
+            if isinstance(request, xrs.BeamOff):
+                self._best_effort_beam_off(request)
+                raise LinkLost(f"beam off sent once without confirmation: the link to the X-ray unit is lost "
+                               f"({lost_reason}); the unit's watchdog switches HV off after 0.5 s of console "
+                               "silence — verify HV is off at the unit and call reconnect()", device=DEVICE)
+            raise LinkLost(f"{what} not sent: the link to the X-ray unit is lost ({lost_reason}); "
+                           "treat the beam state as unknown and call reconnect()", device=DEVICE)
+        with self._cond:
             self._seq = (self._seq + 1) & 0xFF
             pending = self._pending = _Pending(self._seq)
         wire = xrs.encode_frame(pending.seq, request)
@@ -354,6 +370,17 @@ class XrsDriver:
             with self._cond:
                 if self._pending is pending:
                     self._pending = None
+
+    def _best_effort_beam_off(self, request: xrs.Message) -> None:
+        """On a lost link, still put one beam-off frame on the wire: it can only make things safer."""
+        with self._cond:
+            self._seq = (self._seq + 1) & 0xFF
+            seq = self._seq
+        try:
+            self._port.write(xrs.encode_frame(seq, request))
+            self._frames_sent += 1
+        except Exception as exc:
+            _log.warning("xrs_best_effort_beam_off_failed", error=str(exc))
 
     def _maybe_degraded(self, what: str) -> None:
         now = time.monotonic()

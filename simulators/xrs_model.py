@@ -295,11 +295,11 @@ class XrsModel:
     def _latch_fault(self, t: float, bit: FaultBit, detail: str) -> None:
         self._faults |= bit
         was_on = self.hv_on
+        self._emit("fault", t, fault=bit.name.lower(), detail=detail, during_beam=was_on)
         if was_on:
             cause = _FAULT_CAUSE.get(bit, BeamOffCauseCode.FAULT)
             self._end_beam(t, cause, BeamOffReasonCode.NONE, immediate=True, why=f"fault:{bit.name.lower()}")
         self._state = DeviceState.FAULT
-        self._emit("fault", t, fault=bit.name.lower(), detail=detail, during_beam=was_on)
 
     # ---------------------------------------------------------------------------------- commands
 

@@ -394,3 +394,36 @@ def test_driver_works_over_a_pty_served_by_the_bench():
     finally:
         driver.close()
         bench.stop()
+
+
+def test_on_a_lost_link_beam_off_still_puts_one_frame_on_the_wire_then_raises(link):
+    lk = link(reply_timeout_s=0.05, device_silence_s=None).ready().beam()
+    lk.model.inject("silent")
+    with pytest.raises(LinkLost):
+        lk.driver.status()
+    lk.model.clear("silent")                          # the line is back, but the driver does not know
+    with pytest.raises(LinkLost, match="sent once without confirmation"):
+        lk.driver.beam_off(BeamOffReason.CONSOLE_FAULT)
+    status = wait_for(lambda: (s := lk.model.status()) and not s.hv_on and s)
+    assert status.last_beam_off_cause == xrs.BeamOffCauseCode.CONSOLE_COMMAND   # not the watchdog
+    assert status.last_beam_off_reason == xrs.BeamOffReasonCode.CONSOLE_FAULT
+    with pytest.raises(LinkLost):
+        lk.driver.status()                            # still only reconnect() brings it back
+
+
+def test_a_listener_that_calls_the_driver_gets_a_device_error_instead_of_a_deadlock(link):
+    lk = link(reply_timeout_s=0.05, device_silence_s=None)
+    seen = []
+
+    def bad_listener(event):
+        try:
+            lk.driver.status()
+        except DeviceError as exc:
+            seen.append(exc)
+
+    lk.driver.subscribe(bad_listener)
+    lk.model.inject("silent")
+    with pytest.raises(LinkLost):
+        lk.driver.status()
+    assert wait_for(lambda: seen)
+    assert "listener" in seen[0].message

@@ -1,15 +1,17 @@
 """COBS framing: round trip, no zero inside an encoded frame, malformed encodings refused."""
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from protocol.cobs import CobsError, cobs_decode, cobs_encode
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=600))
 def test_cobs_round_trips_any_bytes(data):
     assert cobs_decode(cobs_encode(data)) == data
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=600))
 def test_encoded_frame_never_contains_zero_and_overhead_is_bounded(data):
     encoded = cobs_encode(data)
@@ -42,6 +44,7 @@ def test_malformed_cobs_raises_cobs_error_with_reason(bad, why):
         cobs_decode(bad)
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=300))
 def test_cobs_decode_of_random_bytes_returns_or_raises_cobs_error_only(data):
     try:

@@ -51,7 +51,7 @@ def raw_frame(seq: int, message: xrs.Message) -> bytes:
 
 
 @pytest.mark.parametrize("cls", ALL_MESSAGE_CLASSES, ids=lambda c: c.__name__)
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 @given(data=st.data(), seq=st.integers(0, 255))
 def test_every_message_round_trips_through_frame_encode_and_decode(cls, data, seq):
     message = data.draw(message_strategy(cls))
@@ -61,6 +61,7 @@ def test_every_message_round_trips_through_frame_encode_and_decode(cls, data, se
     assert cobs_decode(wire[:-1]) == raw_frame(seq, message)
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 255), any_message, st.binary(max_size=40)), max_size=8),
        st.integers(1, 64))
 def test_stream_decoder_returns_every_frame_between_garbage_and_counts_the_garbage(items, chunk_size):
@@ -77,6 +78,7 @@ def test_stream_decoder_returns_every_frame_between_garbage_and_counts_the_garba
     assert decoder.frames_ok >= len(items)
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=2000), st.integers(1, 300))
 def test_stream_decoder_never_raises_on_random_bytes(data, chunk_size):
     decoder = xrs.StreamDecoder()
@@ -110,7 +112,7 @@ def test_overrun_without_delimiter_is_discarded_counted_and_resynchronised():
     assert decoder.framing_errors == 1
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(any_message, st.integers(0, 255), st.data())
 def test_every_burst_of_up_to_32_bits_is_rejected_by_the_crc(message, seq, data):
     raw = raw_frame(seq, message)
@@ -125,7 +127,7 @@ def test_every_burst_of_up_to_32_bits_is_rejected_by_the_crc(message, seq, data)
         xrs.decode_frame(cobs_encode(corrupted))
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(any_message, st.integers(0, 255), st.data())
 def test_every_error_of_up_to_4_bits_is_rejected_by_the_crc(message, seq, data):
     raw = raw_frame(seq, message)
@@ -137,7 +139,7 @@ def test_every_error_of_up_to_4_bits_is_rejected_by_the_crc(message, seq, data):
         xrs.decode_frame(cobs_encode(value.to_bytes(len(raw), "little")))
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(any_message, st.integers(0, 255), st.data())
 def test_corrupted_wire_bytes_never_decode_to_a_message(message, seq, data):
     wire = bytearray(xrs.encode_frame(seq, message)[:-1])
