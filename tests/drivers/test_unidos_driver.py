@@ -487,3 +487,18 @@ def test_over_sim_url_the_driver_reaches_the_bench_electrometer():
             drv.close()
     finally:
         reset_benches()
+
+
+def test_after_reconnect_no_reply_is_lost_to_the_old_connection(link):
+    first = UnidosDriver("pair://unidos", reply_timeout_s=0.5, query_attempts=1, port_opener=link.open_socketpair)
+    first.connect()
+    first.close()                                   # its runner keeps serving a closed socket
+    second = UnidosDriver("pair://unidos", reply_timeout_s=0.5, query_attempts=1, port_opener=link.open_socketpair)
+    try:
+        second.connect()
+        link.model.inject("late", delay_ms=20)       # replies wait in the outbox, where a runner could take them
+        for _ in range(40):
+            assert second.get_hv() == 300
+        assert second.link_stats().timeouts == 0
+    finally:
+        second.close()
