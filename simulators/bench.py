@@ -42,9 +42,14 @@ class Bench:
             field = lambda now_s: self.xrs_model.output_fraction(now_s) * self.source.qa_chamber_current_a  # noqa: E731
         else:
             field = lambda now_s: constant_field_a  # noqa: E731
+        # the fast test bench runs the electrometer's slow procedures (warm-up, zeroing, self test)
+        # at the same speed factor as the source, so a whole output check takes seconds
+        speed = self.source.speed_factor
         self.unidos_model = UnidosModel(self.clock, field_current_a=field, room=self.room,
                                         seed=None if seed is None else seed + 1,
-                                        on_event=lambda e: self._emit("unidos", e))
+                                        on_event=lambda e: self._emit("unidos", e),
+                                        warmup_s=300.0 / speed, zero_duration_s=82.0 / speed,
+                                        self_test_duration_s=89.0 / speed, hv_ramp_v_per_s=50.0 * speed)
         self.devices = {"xrs": XrsDevice(self.xrs_model), "unidos": UnidosDevice(self.unidos_model)}
         self.faults = {"xrs": LineFaults(seed=seed), "unidos": LineFaults(seed=seed)}
         self.xrs_model.attach_line_faults(self.faults["xrs"])  # silent / bit_errors / byte_drops
