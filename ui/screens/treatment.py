@@ -1,0 +1,272 @@
+"""Screen 5, treatment: the countdown, both dose channels, the machine figures, interlocks, and the
+arm → start → pause/resume/stop controls.
+
+Renders Snapshots only and sends commands whose Futures resolve back on the GUI thread; buttons are
+enabled from the published state as a convenience, the supervisor decides. Never blocks, never modal.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (QGridLayout, QHBoxLayout, QLineEdit, QProgressBar, QVBoxLayout, QWidget)
+
+from orconsole.statemachine import State
+from ui import theme
+from ui.bridge import FutureBridge
+from ui.widgets import InterlockList, fmt_mmss, fmt_value, make_button, make_label, panel
+
+INTERRUPTION_REASONS = ("Surgeon's request", "Patient or applicator moved", "Alarm on the unit",
+                        "Anaesthesia / patient condition")
+
+STOP_KEYS = ("Esc", "F12")
+
+
+class ReasonPanel(QWidget):
+    """Inline (non-modal) request for the reason of an interruption; the beam is already off."""
+
+    submitted = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        frame, layout = panel()
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(frame)
+        self.title = make_label("Why was the treatment interrupted?", "heading")
+        layout.addWidget(self.title)
+        row = QHBoxLayout()
+        self.choice_buttons = []
+        for text in INTERRUPTION_REASONS:
+            b = make_button(text)
+            b.clicked.connect(lambda _=False, t=text: self.text.setText(t))
+            row.addWidget(b)
+            self.choice_buttons.append(b)
+        layout.addLayout(row)
+        row2 = QHBoxLayout()
+        self.text = QLineEdit()
+        self.text.setObjectName("interruptionReason")
+        self.text.setPlaceholderText("reason, in words (required)")
+        self.record_button = make_button("Record reason", "primary", name="recordReason")
+        self.record_button.clicked.connect(self._submit)
+        self.text.returnPressed.connect(self._submit)
+        row2.addWidget(self.text, 1)
+        row2.addWidget(self.record_button)
+        layout.addLayout(row2)
+        self.error = make_label("", "error", wrap=True)
+        layout.addWidget(self.error)
+        self.hide()
+
+    def ask(self, what: str) -> None:
+        self.title.setText(f"{what}: why? (the beam is off; record the reason)")
+        self.text.clear()
+        self.error.clear()
+        self.show()
+
+    def _submit(self) -> None:
+        reason = self.text.text().strip()
+        if not reason:
+            self.error.setText("Type or choose a reason: it goes into the treatment record.")
+            return
+        self.hide()
+        self.submitted.emit(reason)
+
+
+class TreatmentScreen(QWidget):
+    """`controller` offers arm(), beam_on(), pause(), resume(), stop() → Future[CommandResult] and,
+    optionally, record_interruption_reason(text)."""
+
+    title = "Treatment"
+
+    def __init__(self, controller: Any, futures: FutureBridge, parent: QWidget | None = None,
+                 on_reason: Callable[[str], None] | None = None) -> None:
+        super().__init__(parent)
+        self.controller = controller
+        self.futures = futures
+        self.on_reason = on_reason
+        self.reasons: list[str] = []
+        self.snapshot = None
+        self._pending_reason_for: str | None = None
+        self._last_state: State | None = None
+        self._busy = False
+
+        root = QVBoxLayout(self)
+        root.setContentsMargins(16, 12, 16, 12)
+        root.setSpacing(12)
+        top = QHBoxLayout()
+        top.setSpacing(16)
+        root.addLayout(top, 1)
+
+        # -- the countdown
+        clock_frame, clock = panel()
+        clock.addWidget(make_label("REMAINING TIME", "heading"))
+        self.remaining = make_label("--:--.-")
+        self.remaining.setObjectName("remaining")
+        self.remaining.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.remaining.setStyleSheet(f"font-size: {theme.COUNTDOWN_FONT_PX}px; font-weight: 800; "
+                                     "font-family: 'DejaVu Sans Mono', monospace;")
+        clock.addWidget(self.remaining, 1)
+        times = QHBoxLayout()
+        self.elapsed = make_label("Elapsed --:--.-", "figure")
+        self.elapsed.setObjectName("elapsed")
+        self.preset = make_label("Preset --:--.-", "figure")
+        self.preset.setObjectName("preset")
+        times.addWidget(self.elapsed)
+        times.addStretch(1)
+        times.addWidget(self.preset)
+        clock.addLayout(times)
+        self.progress = QProgressBar()
+        self.progress.setObjectName("progress")
+        self.progress.setRange(0, 1000)
+        self.progress.setFormat("%p % of preset time")
+        clock.addWidget(self.progress)
+        self.plan_line = make_label("No plan loaded", "info", wrap=True)
+        clock.addWidget(self.plan_line)
+        top.addWidget(clock_frame, 3)
+
+        # -- the figures
+        fig_frame, figs = panel()
+        figs.addWidget(make_label("DELIVERED DOSE", "heading"))
+        grid = QGridLayout()
+        grid.setVerticalSpacing(6)
+        self.primary = make_label("— Gy", "figure")
+        self.primary.setObjectName("primaryDose")
+        self.secondary = make_label("— Gy", "figure")
+        self.secondary.setObjectName("secondaryDose")
+        self.rate = make_label("— Gy/min", "figure")
+        self.rate.setObjectName("doseRate")
+        self.kv = make_label("— kV", "figure")
+        self.kv.setObjectName("kv")
+        self.ua = make_label("— µA", "figure")
+        self.ua.setObjectName("ua")
+        self.device = make_label("—", "info")
+        rows = (("Timer channel", self.primary), ("Monitor channel (IRM)", self.secondary),
+                ("Dose rate (IRM)", self.rate), ("Tube voltage", self.kv), ("Tube current", self.ua),
+                ("X-ray unit", self.device))
+        for i, (caption, value) in enumerate(rows):
+            grid.addWidget(make_label(caption, "caption"), i, 0)
+            grid.addWidget(value, i, 1, Qt.AlignmentFlag.AlignRight)
+        figs.addLayout(grid)
+        figs.addStretch(1)
+        top.addWidget(fig_frame, 2)
+
+        # -- interlocks and messages
+        self.interlocks = InterlockList()
+        root.addWidget(self.interlocks)
+        self.message = make_label("", "info", wrap=True)
+        self.message.setObjectName("treatmentMessage")
+        root.addWidget(self.message)
+        self.reason_panel = ReasonPanel()
+        self.reason_panel.submitted.connect(self._reason_given)
+        root.addWidget(self.reason_panel)
+
+        # -- controls: same place on every state; STOP always far right and largest
+        controls = QHBoxLayout()
+        controls.setSpacing(14)
+        self.arm_button = make_button("1 · ARM", "warn", name="arm")
+        self.start_button = make_button("2 · START BEAM", "go", name="start")
+        self.pause_button = make_button("PAUSE", "primary", name="pause")
+        self.resume_button = make_button("RESUME", "go", name="resume")
+        self.stop_button = make_button("■ STOP  (Esc)", "stop", name="stop")
+        self.stop_button.setMinimumWidth(360)
+        for b in (self.arm_button, self.start_button, self.pause_button, self.resume_button):
+            b.setProperty("size", "big")
+            controls.addWidget(b, 1)
+        controls.addWidget(self.stop_button, 2)
+        root.addLayout(controls)
+        self.arm_button.clicked.connect(lambda: self._send("arm", "Arm"))
+        self.start_button.clicked.connect(lambda: self._send("beam_on", "Start"))
+        self.pause_button.clicked.connect(lambda: self._send("pause", "Pause", ask_reason="Paused"))
+        self.resume_button.clicked.connect(lambda: self._send("resume", "Resume"))
+        self.stop_button.clicked.connect(self.stop)
+        self.stop_shortcuts = []
+        for key in STOP_KEYS:
+            sc = QShortcut(QKeySequence(key), self)
+            sc.setContext(Qt.ShortcutContext.WindowShortcut)
+            sc.activated.connect(self.stop)
+            self.stop_shortcuts.append(sc)
+        self.setTabOrder(self.arm_button, self.start_button)
+        self.setTabOrder(self.start_button, self.pause_button)
+        self.setTabOrder(self.pause_button, self.resume_button)
+        self.setTabOrder(self.resume_button, self.stop_button)
+        self.show_snapshot(None)
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop whatever the state: never disabled by the UI while a beam could be on or armed."""
+        state = self.snapshot.state if self.snapshot is not None else None
+        if state is State.ARMED:
+            self._send("disarm", "Disarm")
+        else:
+            self._send("stop", "Stop", ask_reason="Stopped" if state in (State.BEAM_ON, State.PAUSED) else None)
+
+    def _send(self, command: str, label: str, ask_reason: str | None = None) -> None:
+        method = getattr(self.controller, command, None)
+        if method is None:
+            self.message.setText(f"{label}: not available in this console build")
+            return
+        self.message.setText(f"{label}: sent, waiting for the supervisor…")
+        future = method()
+        self.futures.when_done(future, lambda r: self._done(label, r, ask_reason))
+
+    def _done(self, label: str, result: Any, ask_reason: str | None) -> None:
+        prefix = f"{label}: done — " if result.ok else f"{label} REFUSED — "
+        self.message.setText(prefix + result.reason)
+        self.message.setProperty("role", "info" if result.ok else "error")
+        self.message.style().unpolish(self.message)
+        self.message.style().polish(self.message)
+        if result.ok and ask_reason:
+            self.reason_panel.ask(ask_reason)
+
+    def _reason_given(self, reason: str) -> None:
+        self.reasons.append(reason)
+        sink = self.on_reason or getattr(self.controller, "record_interruption_reason", None)
+        if sink is not None:
+            sink(reason)
+        self.message.setText(f"Reason recorded: {reason}")
+
+    # -- rendering ------------------------------------------------------------------------------
+
+    def show_snapshot(self, snap) -> None:
+        self.snapshot = snap
+        if snap is None:
+            for b in (self.arm_button, self.start_button, self.pause_button, self.resume_button):
+                b.setEnabled(False)
+            return
+        self.remaining.setText(fmt_mmss(snap.remaining_s))
+        self.elapsed.setText(f"Elapsed {fmt_mmss(snap.elapsed_s)}")
+        self.preset.setText(f"Preset {fmt_mmss(snap.preset_s)}")
+        fraction = snap.elapsed_s / snap.preset_s if snap.preset_s > 0 else 0.0
+        self.progress.setValue(int(max(0.0, min(1.0, fraction)) * 1000))
+        goal = snap.dose_to_deliver_gy
+        goal_text = f" of {goal:.2f} Gy" if goal is not None else ""
+        self.primary.setText(fmt_value(snap.primary_dose_gy, "Gy") + goal_text)
+        self.secondary.setText(fmt_value(snap.secondary_dose_gy, "Gy") + goal_text)
+        self.rate.setText(fmt_value(snap.dose_rate_gy_per_min, "Gy/min"))
+        self.kv.setText(fmt_value(snap.kv, "kV", 1))
+        self.ua.setText(fmt_value(snap.ua, "µA", 1))
+        link = "link OK" if snap.link_ok else "LINK LOST"
+        self.device.setText(f"{snap.device_state or 'not reporting'} · {link}")
+        if snap.plan_id:
+            rx = f"{snap.prescription_dose_gy:g} Gy prescribed" if snap.prescription_dose_gy is not None else ""
+            self.plan_line.setText(f"Plan {snap.plan_id} v{snap.plan_version} · {rx}")
+        else:
+            self.plan_line.setText("No plan loaded")
+        self.interlocks.show_interlocks(snap.interlocks)
+        state = snap.state
+        self.arm_button.setEnabled(state is State.READY)
+        self.start_button.setEnabled(state is State.ARMED)
+        self.pause_button.setEnabled(state is State.BEAM_ON)
+        self.resume_button.setEnabled(state is State.PAUSED)
+        self.stop_button.setEnabled(True)
+        if state is not self._last_state:
+            if state in (State.TERMINATED, State.FAULT) and self._last_state is State.BEAM_ON \
+                    and snap.termination is not None and snap.termination.value == "MACHINE":
+                self.reason_panel.ask("The machine stopped the treatment")
+            if state is State.BEAM_ON:
+                self.stop_button.setFocus()
+            self._last_state = state
+        if not self.message.text() or state is not self._last_state:
+            self.message.setText(snap.last_message)
