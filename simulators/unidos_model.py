@@ -123,6 +123,7 @@ class UnidosModel:
         self._self_test_result = "None"
         self._last_failed: tuple[str, ...] = ()
         self._history: list[dict] = []
+        self._history_id = 1
         self._faults: dict[str, dict] = {}
         self._previous_reply: bytes | None = None
         self.requests_handled = 0
@@ -461,10 +462,19 @@ class UnidosModel:
     def _cmd_tfi(self, _):
         return self._last_failed
 
+    # JSON documents: key names as independent clients of real instruments read them; the values are
+    # fixed and plausible (dates are constants: the model never reads the wall clock).
+
     def _detector(self) -> dict:
-        return {"guid": DETECTOR_GUID, "type": "TM34013", "name": "Soft X-ray chamber 0.0025 cm3",
-                "calibration_gy_per_c": self.detector_calibration_gy_per_c, "hv_nominal_v": 300,
-                "hv_max_v": HV_LIMIT_V}
+        return {"guid": DETECTOR_GUID, "name": "Soft X-ray chamber 0.0025 cm3 (simulated)", "manufacturer": "PTW",
+                "type": "SOFT_XRAY", "typeNumber": "TM34013", "serialNumber": "000001",
+                "measuredQuantity": "AIR_KERMA", "radiationQuality": "T50", "polarity": "POSITIVE",
+                "nominalHv": 300, "minHv": -HV_LIMIT_V, "maxHv": HV_LIMIT_V, "range": self._range.value,
+                "timebase": "min", "calibrationFactor": self.detector_calibration_gy_per_c,
+                "calibrationFactorUnit": "Gy/C", "calibrationLab": "simulated", "calibrationType": "FACTORY",
+                "calibrationProcedure": "none", "calibrationTemp": 20.0, "calibrationUser": "simulator",
+                "comment": "simulated detector", "testDate": "2026-01-15", "testLimits": 0.5,
+                "testResult": "PASSED", "testTarget": 0.0}
 
     def _cmd_rda(self, _):
         return [self._detector()]
@@ -475,21 +485,28 @@ class UnidosModel:
         return self._detector()
 
     def _cmd_rmr(self, _):
-        return {"range": self._range.value, "integration_time_s": self._integration_time_s,
-                "hv_v": self._hv_set_v, "electrical_units": self._electrical_units}
+        return {"detectorGuid": DETECTOR_GUID, "range": self._range.value, "hv": self._hv_set_v,
+                "integrationTime": self._integration_time_s, "isElectrical": self._electrical_units,
+                "correction": 1.0, "highResolution": False, "limitDose": 0.0, "limitDoseEnabled": False,
+                "limitDoseRate": 0.0, "limitDoseRateEnabled": False, "triggerAuto": self._autostart,
+                "triggerReset": self._autoreset, "triggerSensitivity": self._autostart_level.value}
 
     def _cmd_rir(self, _):
-        return {"name": self.identity.name, "type": self.identity.type_number,
-                "firmware": self.identity.firmware, "hardware": self.identity.hardware_revision,
-                "serial": self.serial_number, "simulated": True,
-                "uptime_s": round(self.clock.now_s() - self._power_on_s, 1)}
+        return {"typeNumber": self.identity.type_number, "serialNumber": self.serial_number,
+                "softwareVersion": self.identity.firmware, "hardwareVersion": self.identity.hardware_revision,
+                "macAddress": self.mac, "hostname": f"unidos-sim-{self.serial_number}", "debugBuild": False,
+                "features": ["SIMULATED"], "calibrationDate": "2026-01-15", "nextCalibration": "2028-01-15",
+                "lastTest": "2026-01-15", "testTemperature": 20.0,
+                "uptimeS": round(self.clock.now_s() - self._power_on_s, 1)}
 
     def _cmd_rsr(self, _):
-        return {"autostart": self._autostart, "autoreset": self._autoreset,
-                "autostart_level": self._autostart_level.value, "electrical_units": self._electrical_units}
+        return {"brightness": 80, "keyboardSound": False, "volume": 0, "locale": "en", "mark": "",
+                "startAsMaster": False, "timezone": "UTC", "date": "2026-01-15", "time": "00:00:00"}
 
     def _cmd_rec(self, _):
-        return {"dhcp": False, "ip": "192.0.2.10", "netmask": "255.255.255.0", "port": 8123, "mac": self.mac}
+        return {"dhcp": False, "ipv4": {"address": "192.0.2.10", "netmask": "255.255.255.0",
+                                        "gateway": "192.0.2.1"}, "ipv6": {"enabled": False},
+                "dns": "192.0.2.1", "port": 8123, "macAddress": self.mac}
 
     def _cmd_rhr(self, _):
         return list(self._history)
@@ -570,8 +587,10 @@ class UnidosModel:
 
     def _freeze(self) -> None:
         self._frozen = (self._noisy(self._charge_c), self._noisy(self._current_a))
-        self._history.append({"charge_c": self._frozen[0], "time_s": round(self._time_s, 3),
-                              "range": self._range.value, "hv_v": self._hv_set_v})
+        self._history.append({"id": self._history_id, "detector": DETECTOR_GUID, "dose": self._frozen[0],
+                              "kTotal": 1.0, "flags": f"0x{int(self._latched):X}",
+                              "date": f"t+{self.clock.now_s() - self._power_on_s:.1f}s"})
+        self._history_id += 1
         del self._history[:-20]
 
     def _reset_values(self) -> None:

@@ -4,6 +4,7 @@ protocol or driver code on the client side: only str.split, as such scripts do.
 """
 from __future__ import annotations
 
+import json
 import os
 import pty
 import time
@@ -22,7 +23,7 @@ from simulators.world import Room
 @pytest.fixture
 def instrument_path():
     model = UnidosModel(MonotonicClock(), field_current_a=lambda now_s: 150e-12, room=Room(), seed=5,
-                        warmup_s=0.0, zero_duration_s=0.2)
+                        warmup_s=0.0, zero_duration_s=0.2, self_test_duration_s=0.2)
     master_fd, slave_fd = pty.openpty()
     tty.setraw(slave_fd)
     path = os.ttyname(slave_fd)
@@ -99,5 +100,39 @@ def test_errors_are_e_and_two_digits(port):
 def test_json_documents_use_semicolons_for_commas(port):
     reply = ask(port, "RIR")
     assert reply.startswith("RIR;{") and "," not in reply
-    import json
-    assert json.loads(reply[4:].replace(";", ","))["name"] == "UNIDOS Tango"
+    assert json.loads(reply[4:].replace(";", ","))["typeNumber"] == "TM10052"
+
+
+def values_after_mnemonic(reply: str) -> list[str]:
+    """How instrument-library clients read a reply: drop the mnemonic, `;` → `,`, split on `,`."""
+    _mnemonic, _, rest = reply.partition(";")
+    return rest.replace(";", ",").split(",")
+
+
+def test_replies_parse_the_way_instrument_library_clients_parse_them(port):
+    assert ask(port, "TOK") == "TOK;true"
+    assert values_after_mnemonic(ask(port, "TOK;1"))[1] == "true"
+    ask(port, "STA")
+    v = values_after_mnemonic(ask(port, "MV"))
+    assert v[0] == "MEAS"
+    charge_c, current_a = float(v[1] + v[2]), float(v[5] + v[6])     # mantissa and exponent glued
+    assert charge_c >= 0 and current_a == pytest.approx(150e-12, rel=0.01)
+    assert v[12] != "" and int(v[14], 0) == 0
+    assert values_after_mnemonic(ask(port, "MVM"))[0] == "LOW"
+    assert float("".join(values_after_mnemonic(ask(port, "MVM"))[1:3])) == pytest.approx(30e-9)
+    ask(port, "HLD")
+    ask(port, "RES")
+    ask(port, "AST")
+    time.sleep(0.25)
+    deadline = time.monotonic() + 5.0
+    while values_after_mnemonic(ask(port, "ASS"))[0] != "Passed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    v = values_after_mnemonic(ask(port, "ASS"))
+    assert (v[0], v[1]) == ("Passed", "0")
+    assert float(v[4] + v[5]) == pytest.approx(136.6e-12) and float(v[14] + v[15]) == pytest.approx(13.5e-9)
+    detectors = json.loads(",".join(values_after_mnemonic(ask(port, "RDA"))))
+    guid = detectors[0]["guid"]
+    echoed, _, document = ",".join(values_after_mnemonic(ask(port, f"RDR;{guid}"))).partition(",")
+    assert echoed == guid and json.loads(document)["guid"] == guid
+    history = json.loads(",".join(values_after_mnemonic(ask(port, "RHR"))))
+    assert isinstance(history, list) and history and "dose" in history[0]

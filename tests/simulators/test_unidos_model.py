@@ -374,9 +374,10 @@ def test_json_documents_and_an_unknown_detector():
     clock, model = make()
     detectors = ask(model, "RDA")
     guid = detectors[0]["guid"]
-    assert ask(model, "RDR", guid)["type"] == "TM34013"
+    assert ask(model, "RDR", guid)["typeNumber"] == "TM34013"
     assert ask(model, "RDR", "no-such-detector") == E("E21")
-    assert ask(model, "RIR")["serial"] == 123456
+    assert ask(model, "RIR")["serialNumber"] == 123456
+    assert ask(model, "RMR")["integrationTime"] == 60
 
 
 def test_measurement_history_is_kept_and_cleared():
@@ -385,7 +386,8 @@ def test_measurement_history_is_kept_and_cleared():
     ask(model, "STA")
     run(clock, model, 2.0)
     ask(model, "HLD")
-    assert len(ask(model, "RHR")) == 1
+    history = ask(model, "RHR")
+    assert len(history) == 1 and history[0]["dose"] == pytest.approx((FIELD_A + 10e-15) * 2.0)
     ask(model, "CHR")
     assert ask(model, "RHR") == []
 
