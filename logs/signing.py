@@ -116,17 +116,14 @@ def check_entitled(role: str, meaning: str, doc_kind: str) -> str | None:
     return None
 
 
-_registered_installation_keys: set[tuple[str, str]] = set()
-
-
 def ensure_installation_key(store: Store, installation_key: InstallationKey) -> None:
-    """Register the installation's public key in the store (once per store)."""
-    marker = (store.url, installation_key.key_id)
-    if marker in _registered_installation_keys:
+    """Register the installation's public key in the store (once per Store object)."""
+    done: set[str] = store.__dict__.setdefault("_registered_installation_keys", set())
+    if installation_key.key_id in done:
         return
     store.register_public_key(installation_key.key_id, "installation", installation_key.key_id,
                               installation_key.public_key_b64, actor="installation")
-    _registered_installation_keys.add(marker)
+    done.add(installation_key.key_id)
 
 
 def sign_document(store: Store, doc_id: str, meaning: Meaning | str, signer: Signer, private_key: Ed25519PrivateKey,
