@@ -129,6 +129,9 @@ class XrsDriver:
         """Open the link, start the I/O thread, and run the handshake. Raises ProtocolMismatch loudly."""
         if self._port is not None:
             raise DeviceError("the X-ray unit link is already open: use reconnect() to reopen it", device=DEVICE)
+        with self._cond:                 # opening the link is the explicit act that ends a lost state
+            self._lost = False
+            self._lost_reason = ""
         self._open()
         try:
             self.identity = self._handshake()
@@ -142,9 +145,6 @@ class XrsDriver:
     def reconnect(self) -> XrsIdentity:
         """The only way back after a lost link: close, reopen, handshake, and report RESTORED."""
         self._shutdown_link()
-        with self._cond:
-            self._lost = False
-            self._lost_reason = ""
         identity = self.connect()
         self._queue_event(LinkEventKind.RESTORED, f"link to X-ray unit {identity.serial_number} restored "
                           "by reconnect(); read its status before any beam command")
