@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -16,7 +17,7 @@ from logs.canonical import utc_now_iso
 from logs.crypto import SCRYPT_N_DEFAULT, InstallationKey, WrongPassword, check_password, hash_password, \
     key_id_of, open_private_key, seal_private_key
 from logs.signing import MEANING_ROLES, Meaning, Role, Signer, SignatureRefused, public_key_b64_of, sign_document
-from logs.store import SignatureRow, Store, UserRow
+from logs.store import Document, SignatureRow, Store, UserRow
 
 MAX_FAILED_ATTEMPTS = 5
 MIN_PASSWORD_LENGTH = 10
@@ -65,6 +66,14 @@ MEANING_PERMISSION: dict[Meaning, Permission] = {
     Meaning.AUTHORED_ADDENDUM: Permission.AUTHOR_ADDENDUM,
     Meaning.PERFORMED_QA: Permission.PERFORM_QA,
     Meaning.APPROVED_CALIBRATION: Permission.MANAGE_CALIBRATION,
+}
+
+# Who may create (and sign) which kind of document through create_signed_document.
+KIND_PERMISSION: dict[str, Permission] = {
+    "plan": Permission.PRESCRIBE,
+    "qa_result": Permission.PERFORM_QA,
+    "qa_baseline": Permission.CHANGE_QA_BASELINE,
+    "calibration": Permission.MANAGE_CALIBRATION,
 }
 
 # The two tables must agree: a permission to sign implies entitlement in logs.signing and vice versa.
@@ -204,6 +213,28 @@ class IdentityService:
         meaning = Meaning(meaning)
         self.require(session, MEANING_PERMISSION[meaning], f"sign '{meaning.value}'")
         row = self._authenticate(session.username, password, purpose=f"signature '{meaning.value}'")
+        return self._sign_as(row, password, doc_id, meaning)
+
+    def create_signed_document(self, session: Session, password: str, kind: str, content: Any,
+                               meaning: Meaning | str, *, subject: str | None = None) -> tuple[Document, SignatureRow]:
+        """Store a final document and sign it in one step: a plan, a QA result, a QA baseline, a calibration.
+
+        The role must hold the permission for the kind (a therapist cannot store a QA baseline or a
+        calibration by any path) and for the meaning; the password is checked before anything is stored."""
+        meaning = Meaning(meaning)
+        if kind not in KIND_PERMISSION:
+            raise ValueError(f"'{kind}' documents are not created here: use RecordBook for delivery records")
+        self.require(session, KIND_PERMISSION[kind], f"store a {kind.replace('_', ' ')}")
+        self.require(session, MEANING_PERMISSION[meaning], f"sign '{meaning.value}'")
+        row = self._authenticate(session.username, password, purpose=f"store and sign a {kind}")
+        doc = self.store.create_document(kind, content, actor=session.username, subject=subject, final=True)
+        return doc, self._sign_as(row, password, doc.doc_id, meaning)
+
+    def audit(self, session: Session, action: str, details: dict[str, Any] | None = None) -> None:
+        """Append an audit entry in the name of the logged-in user (beam on/off, interlock, configuration change...)."""
+        self.store.audit(session.username, action, details or {})
+
+    def _sign_as(self, row: UserRow, password: str, doc_id: str, meaning: Meaning) -> SignatureRow:
         try:
             key = open_private_key(row.sealed_private_key, password, owner=row.user_id)
         except WrongPassword as exc:

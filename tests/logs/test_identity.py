@@ -209,3 +209,29 @@ def test_the_same_person_cannot_sign_the_same_meaning_twice(store):
     cast.ids.sign(cast.oncologist, PASSWORDS["olga"], plan.doc_id, Meaning.PRESCRIBED)
     with pytest.raises(SignatureRefused, match="already signed"):
         cast.ids.sign(cast.oncologist, PASSWORDS["olga"], plan.doc_id, Meaning.PRESCRIBED)
+
+
+def test_therapist_cannot_store_a_qa_baseline_or_calibration_by_any_identity_path(store):
+    cast = make_cast(store)
+    for kind, meaning in (("qa_baseline", Meaning.APPROVED_CALIBRATION), ("calibration", Meaning.APPROVED_CALIBRATION),
+                          ("qa_result", Meaning.PERFORMED_QA)):
+        with pytest.raises(PermissionDenied, match="radiation therapist cannot store"):
+            cast.ids.create_signed_document(cast.therapist, PASSWORDS["tom"], kind, {"k_out": 1.0}, meaning)
+    assert store.find_documents() == []
+
+
+def test_physicist_stores_and_signs_a_qa_baseline_in_one_step(store):
+    cast = make_cast(store)
+    doc, sig = cast.ids.create_signed_document(cast.physicist, PASSWORDS["pia"], "qa_baseline",
+                                               {"source_serial": "S1", "reference_reading_c": 1.234e-9},
+                                               Meaning.APPROVED_CALIBRATION, subject="S1")
+    assert doc.is_final and sig.meaning == "approved calibration"
+    assert _verify(store, doc.doc_id).ok
+
+
+def test_wrong_password_stores_nothing(store):
+    cast = make_cast(store)
+    with pytest.raises(AuthenticationError):
+        cast.ids.create_signed_document(cast.physicist, "wrong-password", "qa_result", {"k_out": 1.0},
+                                        Meaning.PERFORMED_QA)
+    assert store.find_documents() == []
