@@ -306,7 +306,8 @@ class XrsDriver:
 
     def _transact_locked(self, request: xrs.Message) -> xrs.Message:
         what = _WHAT[request.TYPE]
-        if self._port is None:
+        port = self._port                # a concurrent close() must not swap it under us
+        if port is None:
             raise DeviceError(f"{what}: the X-ray unit link is not open; call connect() first", device=DEVICE)
         with self._cond:
             if self._lost:
@@ -329,7 +330,7 @@ class XrsDriver:
             for attempt in range(self.max_attempts):
                 sent_s = time.monotonic()
                 try:
-                    self._port.write(wire)
+                    port.write(wire)
                 except Exception as exc:
                     self._declare_lost(f"writing {what} to {self.url} failed: {exc}")
                     raise LinkLost(f"{what} not delivered: {exc}; the link to the X-ray unit is lost, "
@@ -376,8 +377,11 @@ class XrsDriver:
         with self._cond:
             self._seq = (self._seq + 1) & 0xFF
             seq = self._seq
+        port = self._port
         try:
-            self._port.write(xrs.encode_frame(seq, request))
+            if port is None:
+                raise DeviceError("link closed")
+            port.write(xrs.encode_frame(seq, request))
             self._frames_sent += 1
         except Exception as exc:
             _log.warning("xrs_best_effort_beam_off_failed", error=str(exc))

@@ -86,9 +86,9 @@ class XrsDevice:
             if now - self._last_heartbeat_s < self.heartbeat_period_s or self._active is None:
                 return
             self._last_heartbeat_s = now
-            status = self.model.status()
-            message = xrs.DeviceHeartbeat(device_time_us=round(status.device_time_s * 1e6), state=status.state,
-                                          hv_on=status.hv_on, faults=status.faults)
+            device_time_s, state, hv_on, faults = self.model.heartbeat_snapshot()
+            message = xrs.DeviceHeartbeat(device_time_us=round(device_time_s * 1e6), state=state, hv_on=hv_on,
+                                          faults=faults)
             self._connections[self._active].outbox += xrs.encode_frame(self._heartbeat_seq, message)
             self._heartbeat_seq = (self._heartbeat_seq + 1) & 0xFF
 

@@ -320,6 +320,12 @@ class XrsModel:
         with self._lock:
             return max(self.clock.now_s(), self._t) - self._boot_s
 
+    def heartbeat_snapshot(self) -> tuple[float, DeviceState, bool, FaultBit]:
+        """(device_time_s, state, hv_on, faults) for DEVICE_HEARTBEAT; draws no noise."""
+        def do():
+            return self._t - self._boot_s, self._state, self.hv_on, self._faults
+        return self._run(do)
+
     def status(self) -> ModelStatus:
         def do():
             t = self._t
