@@ -415,6 +415,7 @@ _MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(-[0-9A-Fa-f]{2}){5}")
 _GUID_RE = re.compile(r"[0-9A-Za-z_.{}-]{1,64}")
 _MNEMONIC_RE = re.compile(r"[A-Z]{1,3}")
 _ERROR_RE = re.compile(r"E[0-9]{2}")
+_ERROR_WITH_SEPARATOR_RE = re.compile(r"E;[0-9]{2}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _TEXT_FORBIDDEN = re.compile(r"[;\x00-\x1f\x7f]")
 
@@ -943,6 +944,8 @@ def decode_reply(req: Request, line: str | bytes, *, max_bytes: int = MAX_REPLY_
     text = _line_text(line, max_bytes=max_bytes, ascii_only=False)
     if _ERROR_RE.fullmatch(text):
         return ErrorReply(text)
+    if _ERROR_WITH_SEPARATOR_RE.fullmatch(text):   # `E;01`: a form older firmware documents use
+        return ErrorReply(text.replace(SEPARATOR, ""))
     if not text:
         raise WrongFieldCount(f"empty reply to {req.mnemonic}")
     if spec.reply is ReplyKind.JSON:

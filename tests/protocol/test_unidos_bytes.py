@@ -166,6 +166,12 @@ def test_error_meanings_match_the_reference_wording():
     assert len(u.ERROR_MEANINGS) == 16
 
 
+def test_an_error_reply_written_with_a_separator_is_read_as_the_same_code():
+    assert u.decode_reply(request("HV", 300), b"E;20\r\n") == u.ErrorReply("E20")
+    with pytest.raises(u.MnemonicMismatch):
+        u.decode_reply(request("HV"), b"E;2\r\n")
+
+
 def test_an_error_code_outside_the_table_is_still_an_error_reply():
     reply = u.decode_reply(request("MV"), b"E55\r\n")
     assert reply.code == "E55" and "not in the UNIDOS reference table" in reply.meaning
