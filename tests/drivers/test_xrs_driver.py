@@ -427,3 +427,22 @@ def test_a_listener_that_calls_the_driver_gets_a_device_error_instead_of_a_deadl
         lk.driver.status()
     assert wait_for(lambda: seen)
     assert "listener" in seen[0].message
+
+
+def test_sequence_numbers_wrap_after_256_requests_without_stale_or_cached_answers(link):
+    lk = link()
+    times = [lk.driver.heartbeat() for _ in range(300)]
+    assert times == sorted(times) and len(set(times)) > 250
+    stats = lk.driver.link_stats()
+    assert stats.retries == 0 and stats.duplicates == 0 and lk.device.duplicates == 0
+
+
+def test_after_reconnects_every_reply_reaches_the_new_connection(link):
+    lk = link()
+    for _ in range(2):
+        lk.driver.reconnect()
+    for _ in range(100):
+        lk.driver.status()
+    stats = lk.driver.link_stats()
+    assert stats.retries == 0 and stats.timeouts == 0
+    assert [e.kind for e in lk.events] == [LinkEventKind.RESTORED] * 2
