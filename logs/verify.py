@@ -10,7 +10,7 @@ import multiprocessing as mp
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import ValidationError
 
@@ -19,7 +19,7 @@ from logs.canonical import CanonicalFormError, canonical_json, parse_canonical, 
 from logs.crypto import verify_ed25519
 from logs.records import ADDENDUM_KIND, RECORD_KIND, DeliveryRecord, RecordAddendum
 from logs.signing import DocumentVerdict, verify_document
-from logs.store import Document, PublicKeyRow, SignatureRow, Store
+from logs.store import Document, DocumentNotFound, PublicKeyRow, SignatureRow, Store
 
 SCHEMAS = {RECORD_KIND: DeliveryRecord, ADDENDUM_KIND: RecordAddendum}
 
@@ -103,12 +103,49 @@ def _describe(v: DocumentVerdict, kind: str, data: Any) -> None:
         pass
 
 
+PlanLookup = Callable[[str], tuple[Document | None, list[SignatureRow]]]
+
+
+def _check_approvals(v: DocumentVerdict, data: Any, plan_lookup: PlanLookup) -> None:
+    """The record's plan hash and approval copies must match the stored, signed plan document."""
+    try:
+        plan = data["plan"]
+        plan_doc_id = plan.get("plan_document_id")
+        approvals = data.get("approvals", [])
+    except (KeyError, TypeError, AttributeError):
+        return
+    if not plan_doc_id:
+        if approvals:
+            v.notes.append("approvals are listed but the plan document is not named: they cannot be cross-checked")
+        return
+    plan_doc, plan_sigs = plan_lookup(plan_doc_id)
+    if plan_doc is None:
+        v.problems.append(f"the plan document {plan_doc_id} named by the record is missing")
+        return
+    if plan.get("plan_hash") != plan_doc.content_hash:
+        v.problems.append("the plan hash in the record differs from the stored plan's content hash: "
+                          "the delivered plan is not the approved one")
+    by_id = {s.sig_id: s for s in plan_sigs}
+    for a in approvals:
+        s = by_id.get(a.get("signature_id"))
+        if s is None or s.meaning != a.get("meaning") or s.signer_user_id != a.get("signer_user_id") \
+                or s.signed_utc != a.get("signed_utc") or s.content_hash != a.get("signed_content_hash") \
+                or s.content_hash != plan_doc.content_hash:
+            v.problems.append(f"approval '{a.get('meaning')}' by {a.get('printed_name')} is not a signature on the "
+                              "stored plan")
+    if approvals:
+        v.notes.append(f"{len(approvals)} plan approval(s) match signatures on plan {plan_doc_id}")
+
+
 def verify_one(doc: Document, sigs: list[SignatureRow], keys: dict[str, PublicKeyRow],
-               audit: AuditIndex | None = None, *, addenda: list[tuple[Document, list[SignatureRow]]] = ()) -> DocumentVerdict:
+               audit: AuditIndex | None = None, *, addenda: list[tuple[Document, list[SignatureRow]]] = (),
+               plan_lookup: PlanLookup | None = None) -> DocumentVerdict:
     v = verify_document(doc, sigs, keys)
     data = v.data
     _schema_check(v, doc.kind, data)
     _describe(v, doc.kind, data)
+    if doc.kind == RECORD_KIND and data is not None and plan_lookup is not None:
+        _check_approvals(v, data, plan_lookup)
     if doc.kind == ADDENDUM_KIND and doc.is_final and data:
         if data.get("amends_content_hash") != doc.references_hash:
             v.problems.append("the addendum names a different original hash than the one it is stored against")
@@ -133,7 +170,23 @@ def verify_stored(store: Store, doc_id: str) -> DocumentVerdict:
     keys = store.all_public_keys()
     audit = AuditIndex.from_store(store)
     addenda = [(a, store.signatures_for(a.doc_id)) for a in store.find_documents(kind=ADDENDUM_KIND, references_doc_id=doc_id)]
-    return verify_one(doc, store.signatures_for(doc_id), keys, audit, addenda=addenda)
+    plan_verdicts: list[DocumentVerdict] = []
+
+    def plan_lookup(plan_doc_id: str):
+        try:
+            plan_doc = store.get_document(plan_doc_id)
+        except DocumentNotFound:
+            return None, []
+        plan_sigs = store.signatures_for(plan_doc_id)
+        plan_verdicts.append(verify_one(plan_doc, plan_sigs, keys, audit))
+        return plan_doc, plan_sigs
+
+    v = verify_one(doc, store.signatures_for(doc_id), keys, audit, addenda=addenda, plan_lookup=plan_lookup)
+    for pv in plan_verdicts:
+        if not pv.ok:
+            v.problems.append(f"its plan {pv.doc_id} fails verification: " + "; ".join(
+                pv.problems or [s.line().strip() for s in pv.signatures if not s.ok]))
+    return v
 
 
 @dataclass
@@ -160,10 +213,10 @@ _SHARED: tuple | None = None  # (docs, sigs, keys, audit) inherited by forked wo
 
 
 def _verify_slice(bounds: tuple[int, int]) -> list[DocumentVerdict]:
-    docs, sigs, keys, audit = _SHARED
+    docs, sigs, keys, audit, lookup = _SHARED
     out = []
     for doc in docs[bounds[0]:bounds[1]]:
-        v = verify_one(doc, sigs.get(doc.doc_id, []), keys, audit)
+        v = verify_one(doc, sigs.get(doc.doc_id, []), keys, audit, plan_lookup=lookup)
         v.data = None  # not needed by the caller; keeps the result small
         out.append(v)
     return out
@@ -187,9 +240,13 @@ def verify_all(store: Store, *, kinds: tuple[str, ...] | None = None, workers: i
     all_docs = store.find_documents()
     ids = {d.doc_id for d in all_docs}
     docs = [d for d in all_docs if not kinds or d.kind in kinds]
+    by_id = {d.doc_id: d for d in all_docs}
+
+    def lookup(plan_doc_id: str):
+        return by_id.get(plan_doc_id), sigs.get(plan_doc_id, [])
     workers = workers or _default_workers()
     if workers > 1 and len(docs) >= parallel_from and "fork" in mp.get_all_start_methods():
-        _SHARED = (docs, sigs, keys, audit)
+        _SHARED = (docs, sigs, keys, audit, lookup)
         try:
             step = -(-len(docs) // workers)
             bounds = [(i, min(i + step, len(docs))) for i in range(0, len(docs), step)]
@@ -198,7 +255,7 @@ def verify_all(store: Store, *, kinds: tuple[str, ...] | None = None, workers: i
         finally:
             _SHARED = None
     else:
-        verdicts = [verify_one(doc, sigs.get(doc.doc_id, []), keys, audit) for doc in docs]
+        verdicts = [verify_one(doc, sigs.get(doc.doc_id, []), keys, audit, plan_lookup=lookup) for doc in docs]
     orphans = [f"signature(s) {', '.join(s.sig_id for s in rows)} belong to document {doc_id}, which does not exist"
                for doc_id, rows in sigs.items() if doc_id not in ids]
     for doc_id in sorted(audit.created - ids):
@@ -262,14 +319,19 @@ def verify_export_bytes(data: bytes, *, source: str = "file") -> list[DocumentVe
             return [fail]
         out = []
         docs = {d["doc_id"]: d for d in body["documents"]}
+        parsed: dict[str, tuple[Document, list[SignatureRow]]] = {}
         for d in body["documents"]:
             content_text = canonical_json(d["content"]).decode("utf-8")
             doc = Document(doc_id=d["doc_id"], kind=d["kind"], subject=None, status=d["status"], content=content_text,
                            content_hash=d["content_hash"], references_doc_id=d["references_doc_id"],
                            references_hash=d["references_hash"], created_utc=d["created_utc"], created_by="",
                            finalised_utc=d["finalised_utc"])
-            sigs = [SignatureRow(**s) for s in d["signatures"]]
-            v = verify_one(doc, sigs, keys)
+            parsed[doc.doc_id] = (doc, [SignatureRow(**s) for s in d["signatures"]])
+
+        def lookup(plan_doc_id: str):
+            return parsed.get(plan_doc_id, (None, []))
+        for doc, sigs in parsed.values():
+            v = verify_one(doc, sigs, keys, plan_lookup=lookup)
             if doc.kind == ADDENDUM_KIND and doc.references_doc_id in docs and \
                     docs[doc.references_doc_id]["content_hash"] != doc.references_hash:
                 v.problems.append("it references a different version of the record (hash mismatch)")

@@ -194,3 +194,32 @@ def test_parallel_verification_finds_the_same_damage_as_serial(store):
     assert not serial.ok and not parallel.ok
     assert [(v.doc_id, v.ok) for v in serial.documents] == [(v.doc_id, v.ok) for v in parallel.documents]
     assert [v.doc_id for v in parallel.documents if not v.ok] == [ids[1]]
+
+
+def test_record_approvals_must_be_real_signatures_on_the_stored_plan(store):
+    cast = make_cast(store)
+    record_id = signed_record(store, cast, review=False)
+    v = verify_stored(store, record_id)
+    assert v.ok and any("2 plan approval(s) match" in n for n in v.notes), v.render()
+    # A plan signature removed behind the store's back: the record's approval copy no longer matches.
+    plan_id = RecordBook(store).load(record_id).plan.plan_document_id
+    drop_protection(store)
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM signatures WHERE doc_id=:p AND meaning='approved plan'"), {"p": plan_id})
+    v = verify_stored(store, record_id)
+    assert not v.ok
+    assert "approval 'approved plan' by Dr. Pia Physicist is not a signature on the stored plan" in v.render()
+    assert not verify_all(store).ok
+
+
+def test_record_pointing_at_an_unapproved_plan_version_fails(store):
+    cast = make_cast(store)
+    book = RecordBook(store)
+    approved = store.create_document("plan", {"plan_id": "P", "v": 1}, actor="olga", final=True)
+    cast.ids.sign(cast.oncologist, PASSWORDS["olga"], approved.doc_id, Meaning.PRESCRIBED)
+    rec = example_record()
+    rec.plan.plan_document_id = approved.doc_id  # plan_hash left as some other plan's hash
+    book.start(rec, actor="tom")
+    book.finalise(rec.record_id, actor="tom", completion="incomplete")
+    v = verify_stored(store, rec.record_id)
+    assert not v.ok and "the delivered plan is not the approved one" in v.render()
