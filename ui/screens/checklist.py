@@ -1,0 +1,137 @@
+"""Screen 4, pre-treatment checklist: identity by two identifiers, applicator on the device equals the
+plan (re-checked live), output check today, devices connected, record store writable.
+
+Each item is green only when the treatment service says so, and always carries words (PASSED / NOT
+PASSED and the service's message). The check itself is the service's; this screen asks and shows.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtWidgets import QFormLayout, QHBoxLayout, QLineEdit, QVBoxLayout, QWidget
+
+from ui import theme
+from ui.context import Context, Outcome
+from ui.screens.patient_plan import parse_date
+from ui.widgets import make_button, make_label, panel
+
+RECHECK_MS = 2000
+
+
+class ChecklistScreen(QWidget):
+    title = "Checklist"
+    go_to_treatment = Signal()
+
+    def __init__(self, ctx: Context, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        root = QHBoxLayout(self)
+        root.setSpacing(16)
+        lf, ll = panel()
+        ll.addWidget(make_label("Confirm the patient", "heading"))
+        ll.addWidget(make_label("Ask the team / read the wristband: enter both identifiers as found on the "
+                                "patient, not from the screen.", "info", wrap=True))
+        form = QFormLayout()
+        self.mrn = QLineEdit(objectName="checkMrn")
+        self.mrn.setPlaceholderText("medical record number")
+        self.dob = QLineEdit(objectName="checkDob")
+        self.dob.setPlaceholderText("YYYY-MM-DD")
+        form.addRow(make_label("Medical record no."), self.mrn)
+        form.addRow(make_label("Date of birth"), self.dob)
+        ll.addLayout(form)
+        self.run_button = make_button("Run checklist", "primary", name="runChecklist")
+        ll.addWidget(self.run_button)
+        self.error = make_label("", "error", wrap=True)
+        self.error.setObjectName("checklistError")
+        ll.addWidget(self.error)
+        self.treat_button = make_button("Go to treatment →", "go", name="goToTreatment")
+        self.treat_button.setEnabled(False)
+        ll.addWidget(self.treat_button)
+        ll.addStretch(1)
+        root.addWidget(lf, 2)
+
+        rf, self._items_layout = panel()
+        self._items_layout.addWidget(make_label("Checks", "heading"))
+        self._item_labels = []
+        self.summary = make_label("Not yet checked", "figure", wrap=True)
+        self.summary.setObjectName("checklistSummary")
+        self._items_layout.addWidget(self.summary)
+        self._items_layout.addStretch(1)
+        root.addWidget(rf, 3)
+        self.checklist = None
+        self._args = None
+        self._pending = False
+        self.run_button.clicked.connect(self._run)
+        self.dob.returnPressed.connect(self._run)
+        self.treat_button.clicked.connect(self.go_to_treatment.emit)
+        self.setTabOrder(self.mrn, self.dob)
+        self.setTabOrder(self.dob, self.run_button)
+        self.setTabOrder(self.run_button, self.treat_button)
+        self._recheck = QTimer(self)
+        self._recheck.setInterval(RECHECK_MS)
+        self._recheck.timeout.connect(self._live)
+
+    def focus_first(self) -> None:
+        self.mrn.setFocus()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt
+        super().showEvent(event)
+        self._recheck.start()
+
+    def hideEvent(self, event) -> None:  # noqa: N802 - Qt
+        super().hideEvent(event)
+        self._recheck.stop()
+
+    def _run(self) -> None:
+        self.error.clear()
+        try:
+            dob = parse_date(self.dob.text(), "date of birth")
+        except ValueError as exc:
+            self.error.setText(str(exc))
+            return
+        mrn = self.mrn.text().strip()
+        if not mrn:
+            self.error.setText("Enter the medical record number and the date of birth.")
+            return
+        self._args = dict(medical_record_number=mrn, date_of_birth=dob)
+        self._submit()
+
+    def _live(self) -> None:
+        """Re-run the checks while the screen is shown (applicator, devices, store are live facts)."""
+        snap = self.ctx.snapshot
+        if self._args is None or self._pending or self.ctx.session is None:
+            return
+        if snap is not None and snap.state in theme.BEAM_STATES:
+            return
+        self._submit()
+
+    def _submit(self) -> None:
+        self._pending = True
+        self.ctx.run(self.ctx.service.run_checklist, self._done, self.ctx.session, **self._args)
+
+    def _done(self, outcome: Outcome) -> None:
+        self._pending = False
+        if not outcome.ok:
+            self.error.setText("Refused: " + outcome.message)
+            self.treat_button.setEnabled(False)
+            return
+        self.show_checklist(outcome.value)
+
+    def show_checklist(self, checklist) -> None:
+        self.checklist = checklist
+        for label in self._item_labels:
+            self._items_layout.removeWidget(label)
+            label.deleteLater()
+        self._item_labels = []
+        for i, item in enumerate(checklist.items):
+            mark, words, bg = ("✓", "PASSED", "#0f3d22") if item.ok else ("✗", "NOT PASSED", "#4a1010")
+            border = theme.OK_GREEN if item.ok else theme.DANGER_RED
+            label = make_label(f"{mark} {item.label} — {words}\n{item.message}", wrap=True)
+            label.setObjectName(f"check_{item.key}")
+            label.setStyleSheet(f"background: {bg}; border-left: 10px solid {border}; padding: 8px; "
+                                f"font-size: {theme.LABEL_FONT_PX}px;")
+            self._items_layout.insertWidget(1 + i, label)
+            self._item_labels.append(label)
+        failures = checklist.failures()
+        self.summary.setText("All checks passed: the treatment may be armed." if checklist.ok else
+                             f"{len(failures)} check(s) not passed: no treatment until they are.")
+        self.treat_button.setEnabled(checklist.ok)

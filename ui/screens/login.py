@@ -1,0 +1,93 @@
+"""Screen 1, login (and the lock screen): user name and password against orconsole.identity.
+
+Authentication, lockout and audit are the identity service's; this screen only collects the two
+fields and shows its answer. Never stores or logs a password.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QFormLayout, QLineEdit, QVBoxLayout, QWidget
+
+from ui.context import Context, Outcome
+from ui.widgets import make_button, make_label, panel
+
+
+class LoginScreen(QWidget):
+    """Emits `logged_in(Session)`. In lock mode it says who locked it and that the treatment continues."""
+
+    logged_in = Signal(object)
+    title = "Sign in"
+
+    def __init__(self, ctx: Context, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        outer = QVBoxLayout(self)
+        outer.addStretch(1)
+        frame, layout = panel()
+        frame.setMaximumWidth(900)
+        outer.addWidget(frame, 0, Qt.AlignmentFlag.AlignHCenter)
+        outer.addStretch(2)
+        self.heading = make_label("ORConsole — sign in", "heading")
+        layout.addWidget(self.heading)
+        self.info = make_label("Intraoperative radiotherapy console. Sign in with your own account; every "
+                               "action is recorded under your name.", "info", wrap=True)
+        layout.addWidget(self.info)
+        form = QFormLayout()
+        form.setVerticalSpacing(14)
+        self.username = QLineEdit()
+        self.username.setObjectName("username")
+        self.username.setPlaceholderText("user name")
+        self.password = QLineEdit()
+        self.password.setObjectName("password")
+        self.password.setEchoMode(QLineEdit.EchoMode.Password)
+        self.password.setPlaceholderText("password")
+        form.addRow(make_label("User name"), self.username)
+        form.addRow(make_label("Password"), self.password)
+        layout.addLayout(form)
+        self.sign_in = make_button("Sign in", "primary", name="signIn")
+        layout.addWidget(self.sign_in)
+        self.error = make_label("", "error", wrap=True)
+        self.error.setObjectName("loginError")
+        layout.addWidget(self.error)
+        self.sign_in.clicked.connect(self._submit)
+        self.password.returnPressed.connect(self._submit)
+        self.username.returnPressed.connect(self.password.setFocus)
+        self.setTabOrder(self.username, self.password)
+        self.setTabOrder(self.password, self.sign_in)
+        self._busy = False
+
+    def set_locked(self, locked_by: str | None) -> None:
+        if locked_by:
+            self.heading.setText("Console locked")
+            self.info.setText(f"Locked after inactivity (last user: {locked_by}). The treatment supervisor keeps "
+                              "running; sign in to continue.")
+            self.username.setText(locked_by)
+        else:
+            self.heading.setText("ORConsole — sign in")
+            self.username.clear()
+        self.password.clear()
+        self.error.clear()
+
+    def focus_first(self) -> None:
+        (self.password if self.username.text() else self.username).setFocus()
+
+    def _submit(self) -> None:
+        if self._busy:
+            return
+        user, password = self.username.text().strip(), self.password.text()
+        if not user or not password:
+            self.error.setText("Enter your user name and your password.")
+            return
+        self._busy = True
+        self.error.setText("Checking…")
+        self.ctx.run(self.ctx.identity.login, self._done, user, password)
+
+    def _done(self, outcome: Outcome) -> None:
+        self._busy = False
+        self.password.clear()
+        if not outcome.ok:
+            self.error.setText(outcome.message)
+            self.password.setFocus()
+            return
+        self.error.clear()
+        self.logged_in.emit(outcome.value)
