@@ -8,14 +8,18 @@ from another thread, never start a beam that is not journalled first.
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 import logging
 import math
 import queue
 import threading
+import time
 import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timezone
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from drivers.errors import DeviceError, LinkLost
@@ -77,6 +81,87 @@ class Snapshot:
     last_message: str
     termination: TerminationStatus | None
     overruns: int                   # polls that missed their deadline by more than a period
+    applicator_cm: float | None = None        # what the unit senses, live
+    device_beam_on_time_s: float | None = None   # the unit's beam-on time since its last arm
+    treatment_id: str | None = None
+    closing_segment: bool = False   # beam off sent, waiting for HV to ramp down before the final IRM read
+
+
+# Record vocabulary of why irradiation stopped (the values of logs.records.TerminationCause).
+CAUSE_PRESET_TIME = "preset time reached"
+CAUSE_MONITOR = "monitor preset reached"
+CAUSE_OPERATOR = "operator stop"
+CAUSE_INTERLOCK = "interlock"
+CAUSE_DEVICE_FAULT = "device fault"
+CAUSE_CONSOLE_FAULT = "console fault"
+CAUSE_UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class BeamSegment:
+    """One stretch of beam between an arm and the next beam off (a pause ends a segment)."""
+
+    start_mono_s: float
+    stop_mono_s: float
+    start_utc: datetime
+    stop_utc: datetime
+    console_beam_on_s: float        # console timer over this segment
+    device_beam_on_s: float         # the unit's own counter at the end of the segment
+    irm_dose_gy: float              # the unit's IRM dose of this segment, read after HV was fully off
+    irm_counts: int
+    ended_by: str                   # why this segment ended (pause, preset time, interlock text, ...)
+    final_read: bool                # False when the IRM could not be read after ramp-down (link lost)
+
+
+@dataclass(frozen=True)
+class InterlockChange:
+    mono_s: float
+    utc: datetime
+    interlock: str
+    state: str                      # "raised" | "cleared"
+    detail: str
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """Everything about one plan version's delivery, published once it ended and the last IRM was read.
+    The treatment service turns it into a beam session of the delivery record."""
+
+    treatment_id: str
+    plan_id: str
+    plan_version: int
+    plan_hash: str
+    delivery_type: str
+    preset_s: float
+    termination: TerminationStatus
+    termination_cause: str          # one of the CAUSE_* values
+    termination_detail: str
+    segments: tuple[BeamSegment, ...]
+    primary_dose_gy: float          # timer x planned rate, this delivery
+    secondary_dose_gy: float        # IRM over all segments, this delivery
+    console_beam_on_s: float
+    device_beam_on_s: float
+    pauses: tuple[tuple[float, datetime, str, float], ...]   # (mono_s, utc, reason, delivered so far Gy)
+    interlock_changes: tuple[InterlockChange, ...]
+    device_log_path: str | None
+    device_log_sha256: str
+
+
+@dataclass(frozen=True)
+class RecoveredReading:
+    """The unit's counters read once after a console restart found an unfinished treatment."""
+
+    irm_since_last_arm_gy: float | None
+    beam_on_time_since_last_arm_s: float | None
+    irm_before_last_arm_gy: float   # from the journal's last beam_on entry
+    device_state: str | None
+    detail: str
+
+    @property
+    def delivered_gy(self) -> float | None:
+        if self.irm_since_last_arm_gy is None:
+            return None
+        return self.irm_before_last_arm_gy + self.irm_since_last_arm_gy
 
 
 class SnapshotMailbox:
@@ -115,6 +200,25 @@ class _Clock:
         raise NotImplementedError
 
 
+class _UnopenedJournal:
+    """Stands in for a journal that could not be opened: every write fails, so the journal-write-failure
+    interlock holds any beam (the supervisor starts anyway, so that the screens can say why)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def _fail(self, *args: Any, **kwargs: Any) -> None:
+        raise JournalWriteError(self.message)
+
+    append = treatment_opened = progress = treatment_closed = _fail
+
+    def close(self) -> None:
+        pass
+
+
+_BEAM_DEVICE_STATES = (XrsState.RAMP_UP, XrsState.BEAM_ON, XrsState.RAMP_DOWN)
+
+
 # --------------------------------------------------------------------------------------------
 # The supervisor
 # --------------------------------------------------------------------------------------------
@@ -129,7 +233,10 @@ class Supervisor:
                  config: SiteConfig | None = None, today: Callable[[], date] = date.today,
                  qa_results: Callable[[], Iterable[QaResult]] = lambda: (),
                  record_store_available: Callable[[], bool] = lambda: True,
-                 journal_fsync: Callable[[int], None] | None = None) -> None:
+                 journal_fsync: Callable[[int], None] | None = None,
+                 utc_now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 device_log_dir: str | Path | None = None,
+                 segment_close_timeout_s: float = 10.0) -> None:
         self.config = config or SiteConfig()
         self._xrs = xrs
         self._clock = clock
@@ -139,11 +246,42 @@ class Supervisor:
         self._serial = device_source_serial
         self.interlocks = InterlockBank()
         self.sm = TreatmentStateMachine(clock, self.interlocks, resolution_s=self.config.planning.timer_resolution_s)
+        self._utc_now = utc_now
         readout = read_journal(journal_path)
         self.journal_report = readout.report
         kwargs = {} if journal_fsync is None else {"fsync": journal_fsync}
-        self._journal = Journal(journal_path, clock=clock, **kwargs)
+        try:
+            self._journal = Journal(journal_path, clock=clock, **kwargs)
+        except JournalWriteError as exc:
+            # Start anyway with the interlock active: the screens must be able to say why no beam is possible.
+            self._journal = _UnopenedJournal(exc.message)
+            self.interlocks.trip(InterlockId.JOURNAL_WRITE_FAILURE, now_s=clock.now_s(), detail=exc.message)
+            log.error("journal not opened: %s", exc.message)
         self._unfinished = readout.unfinished
+        self._unfinished_irm_before_gy = 0.0
+        if self._unfinished:
+            tid = self._unfinished[-1].treatment_id
+            for entry in readout.entries:
+                if entry.get("treatment_id") == tid and entry.get("kind") == BEAM_ON:
+                    value = entry.get("data", {}).get("irm_before_gy", 0.0)
+                    if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
+                        self._unfinished_irm_before_gy = float(value)
+        self._device_log_dir = Path(device_log_dir) if device_log_dir is not None else Path(journal_path).parent
+        self._segment_close_timeout_s = segment_close_timeout_s
+        self._reports: list[queue.Queue] = []
+        # the delivery being recorded (one plan version), see DeliveryReport
+        self._segments: list[BeamSegment] = []
+        self._pauses: list[tuple[float, datetime, str, float]] = []
+        self._interlock_changes: list[InterlockChange] = []
+        self._last_active_ids: dict[str, str] = {}
+        self._closing: dict[str, Any] | None = None    # the segment waiting for its final IRM read
+        self._pending_report: dict[str, Any] | None = None
+        self._segment_start_utc: datetime | None = None
+        self._beam_end_s: float | None = None           # monotonic time the primary timer reaches the preset
+        self._device_log = None
+        self._device_log_path: Path | None = None
+        self._device_log_hash = hashlib.sha256()
+        self.recovered_reading: RecoveredReading | None = None
         self._queue: queue.Queue[_Command] = queue.Queue()
         self._mailboxes: list[SnapshotMailbox] = []
         self._mail_lock = threading.Lock()
@@ -171,6 +309,13 @@ class Supervisor:
             self._mailboxes.append(box)
         return box
 
+    def subscribe_reports(self) -> "queue.Queue[DeliveryReport]":
+        """A queue receiving one DeliveryReport per ended delivery (rare events: nothing is dropped)."""
+        q: queue.Queue[DeliveryReport] = queue.Queue()
+        with self._mail_lock:
+            self._reports.append(q)
+        return q
+
     def submit(self, name: str, **kwargs: Any) -> Future:
         command = _Command(name, kwargs)
         if self._stopping:
@@ -190,7 +335,14 @@ class Supervisor:
     def arm(self) -> Future: return self.submit("arm")
     def disarm(self) -> Future: return self.submit("disarm")
     def beam_on(self) -> Future: return self.submit("beam_on")
-    def pause(self) -> Future: return self.submit("pause")
+    def pause(self, reason: str = "paused by the operator") -> Future: return self.submit("pause", reason=reason)
+    def prepare_device(self, *, kv: float | None = None, ua: float | None = None) -> Future:
+        """Set the technique (default: the configured nominal 50 kV / 40 µA) and start the warm-up when the
+        unit is not READY yet. Only while no plan is armed or delivered."""
+        return self.submit("prepare_device", kv=kv, ua=ua)
+    def reset_device_fault(self, *, acknowledgement: str) -> Future:
+        """Reset the unit's latched fault with a person's written acknowledgement (never automatic)."""
+        return self.submit("reset_device_fault", acknowledgement=acknowledgement)
     def resume(self) -> Future: return self.submit("resume")
     def stop(self) -> Future: return self.submit("stop")
     def emergency_stop(self) -> Future: return self.submit("emergency_stop")
@@ -229,15 +381,26 @@ class Supervisor:
         self._recover_on_start()
         while not self._stopping:
             deadline_s = start_s + k * period_s
+            # the primary timer's end falls between two polls: wake exactly then (timing accuracy)
+            end_s = self._beam_end_s if self.sm.state is State.BEAM_ON else None
+            wake_s = deadline_s if end_s is None or end_s >= deadline_s else end_s
             now_s = self._clock.now_s()
-            if now_s < deadline_s:
+            if now_s < wake_s:
                 try:
-                    command = self._queue.get(timeout=deadline_s - now_s)
+                    command = self._queue.get(timeout=wake_s - now_s)
                 except queue.Empty:
                     command = None
                 if command is not None:
                     self._execute(command)
                     continue
+            if wake_s < deadline_s:
+                spin_until = time.monotonic() + 0.002
+                while self._clock.now_s() < wake_s and time.monotonic() < spin_until:
+                    pass                                  # queue timeouts may return a hair early
+                self.poll_once()
+                if self.sm.state is State.BEAM_ON:
+                    self._beam_end_s = None               # not ended (status unreadable?): regular polls decide
+                continue
             now_s = self._clock.now_s()
             late_periods = int((now_s - deadline_s) // period_s)
             if late_periods >= 1:               # skip missed deadlines instead of bursting to catch up
@@ -259,6 +422,21 @@ class Supervisor:
         if self._unfinished and self.sm.state is State.IDLE:
             result = self.sm.handle(Event.RECOVER, unfinished=self._unfinished[-1])
             self._treatment_id = self._unfinished[-1].treatment_id
+            # read the unit's counters once: what it delivered since its last arm (it stopped by itself)
+            try:
+                status = self._xrs.status()
+                self._status = status
+                self.recovered_reading = RecoveredReading(
+                    irm_since_last_arm_gy=status.irm_dose_gy, beam_on_time_since_last_arm_s=status.beam_on_time_s,
+                    irm_before_last_arm_gy=self._unfinished_irm_before_gy, device_state=status.state.value,
+                    detail=(f"the unit reports {status.irm_dose_gy:.4f} Gy (IRM) and {status.beam_on_time_s:.1f} s "
+                            f"beam since its last arm, state {status.state.value}, last beam off by "
+                            f"{status.last_beam_off_cause.value}"))
+            except DeviceError as exc:
+                self.recovered_reading = RecoveredReading(
+                    irm_since_last_arm_gy=None, beam_on_time_since_last_arm_s=None,
+                    irm_before_last_arm_gy=self._unfinished_irm_before_gy, device_state=None,
+                    detail=f"the unit's counters could not be read ({exc.message}): read them at the unit")
             self._last_message = (f"unfinished treatment {self._treatment_id} found in the journal "
                                   f"({self._unfinished[-1].elapsed_s:.1f} s of "
                                   f"{self._unfinished[-1].preset_s:.1f} s journalled): confirm the delivered dose "
@@ -298,23 +476,28 @@ class Supervisor:
             status = self._xrs.status()
         except LinkLost as exc:
             self._link_lost(now_s, exc.message)
+            self._try_finish_segment(None)
             self._publish()
             return
         except DeviceError as exc:
             if self._last_good_status_s is None or now_s - self._last_good_status_s > self.config.link.link_lost_after_s:
                 self._link_lost(now_s, exc.message)
+            self._try_finish_segment(None)
             self._publish()
             return
         self._status = status
         self._last_good_status_s = now_s
+        if self._treatment_id is not None:
+            self._log_device("status", **_status_fields(status))
         self._evaluate(status, now_s)
+        self._try_finish_segment(status)
         self._publish()
 
     def _link_lost(self, now_s: float, detail: str) -> None:
         self.interlocks.update(InterlockId.LINK_LOST, True, now_s=now_s, detail=detail)
         if self.sm.state in (State.ARMED, State.BEAM_ON, State.PAUSED):
             self._end(Event.FAULT, TerminationStatus.MACHINE, f"link to the X-ray unit lost ({detail})",
-                      BeamOffReason.CONSOLE_FAULT)
+                      BeamOffReason.CONSOLE_FAULT, cause=CAUSE_DEVICE_FAULT)
 
     def _evaluate(self, status: XrsStatus, now_s: float) -> None:
         self.interlocks.update(InterlockId.LINK_LOST, False, now_s=now_s)
@@ -338,7 +521,7 @@ class Supervisor:
                           BeamOffReason.CONSOLE_INTERLOCK)
             elif self.interlocks.is_active(InterlockId.DEVICE_FAULT):
                 self._end(Event.FAULT, TerminationStatus.MACHINE, "the X-ray unit reports a fault",
-                          BeamOffReason.CONSOLE_FAULT)
+                          BeamOffReason.CONSOLE_FAULT, cause=CAUSE_DEVICE_FAULT)
 
     def _segment_irm_gy(self, status: XrsStatus) -> float:
         return self._segment_irm_before_gy + status.irm_dose_gy
@@ -391,7 +574,7 @@ class Supervisor:
                                             "stops did not act first")
             self._end(Event.FAULT, TerminationStatus.MACHINE,
                       f"the unit ended the beam ({cause.value}): {self.interlocks.status(InterlockId.DEVICE_FAULT).detail}",
-                      None)
+                      None, cause=CAUSE_DEVICE_FAULT)
             return
 
         # The normal stops come first: at the stop point the beam ends either way, and an interlock that
@@ -403,7 +586,7 @@ class Supervisor:
             return
         if secondary_gy >= plan.dose_to_deliver_gy:
             self._end(Event.COMPLETE, TerminationStatus.NORMAL, "secondary dose channel (IRM) reached the dose",
-                      BeamOffReason.DOSE_MONITOR_REACHED)
+                      BeamOffReason.DOSE_MONITOR_REACHED, cause=CAUSE_MONITOR)
             return
         terminating = self.interlocks.active(Effect.TERMINATES_BEAM)
         if terminating:
@@ -412,7 +595,8 @@ class Supervisor:
             if InterlockId.EMERGENCY_STOP in ids:
                 self._end(Event.EMERGENCY_STOP, TerminationStatus.OPERATOR, text, BeamOffReason.CONSOLE_INTERLOCK)
             elif ids & {InterlockId.DEVICE_FAULT, InterlockId.LINK_LOST}:
-                self._end(Event.FAULT, TerminationStatus.MACHINE, text, BeamOffReason.CONSOLE_FAULT)
+                self._end(Event.FAULT, TerminationStatus.MACHINE, text, BeamOffReason.CONSOLE_FAULT,
+                          cause=CAUSE_DEVICE_FAULT)
             else:
                 self._end(Event.INTERLOCK, TerminationStatus.MACHINE, text, BeamOffReason.CONSOLE_INTERLOCK)
             return
@@ -460,11 +644,56 @@ class Supervisor:
 
     def _cmd_shutdown(self) -> CommandResult:
         if self.sm.state is State.BEAM_ON:
-            self._end(Event.STOP, TerminationStatus.OPERATOR, "console shutdown", BeamOffReason.CONSOLE_SHUTDOWN)
+            self._end(Event.STOP, TerminationStatus.OPERATOR, "console shutdown", BeamOffReason.CONSOLE_SHUTDOWN,
+                      cause=CAUSE_CONSOLE_FAULT)
         elif self.sm.state is State.ARMED:
             self._beam_off_quietly(BeamOffReason.CONSOLE_SHUTDOWN)
+        # a segment still waiting for HV ramp-down: keep reading (the heartbeat) until its final IRM is read
+        give_up = time.monotonic() + 3.0
+        while self._closing is not None:
+            before = self._closing
+            status = self._read_status_quietly()
+            self._try_finish_segment(status, force=status is None or time.monotonic() > give_up)
+            if self._closing is before:
+                time.sleep(self.config.link.status_poll_period_s)
+        if self._device_log is not None:
+            self._close_device_log()
         self._stopping = True
         return self._result(True, "supervisor stopped; beam off")
+
+    def _cmd_prepare_device(self, kv: float | None = None, ua: float | None = None) -> CommandResult:
+        if self.sm.state not in (State.IDLE, State.PLAN_LOADED, State.APPROVED, State.COMPLETED, State.TERMINATED,
+                                 State.INTERRUPTED):
+            return self._result(False, f"the unit cannot be prepared while the treatment is {self.sm.state.value}: "
+                                       "finish or terminate the delivery first")
+        d = self.config.delivery
+        kv = d.nominal_kv if kv is None else kv
+        ua = d.nominal_ua if ua is None else ua
+        try:
+            status = self._xrs.status()
+            if status.state is XrsState.FAULT:
+                return self._result(False, "the unit has a latched fault: find its cause and reset it with an "
+                                           "acknowledgement before preparing it")
+            self._xrs.set_technique(kv, ua)
+            if status.state is XrsState.STANDBY:
+                self._xrs.warm_up()
+                return self._result(True, f"technique {kv:g} kV / {ua:g} µA set; warm-up started")
+        except DeviceError as exc:
+            return self._result(False, f"the X-ray unit refused the preparation: {exc.message}")
+        return self._result(True, f"technique {kv:g} kV / {ua:g} µA set; the unit is {status.state.value}")
+
+    def _cmd_reset_device_fault(self, acknowledgement: str) -> CommandResult:
+        if not acknowledgement or not acknowledgement.strip():
+            return self._result(False, "write what was checked at the unit before resetting its fault")
+        if self.sm.state in (State.ARMED, State.BEAM_ON, State.PAUSED):
+            return self._result(False, f"the unit's fault cannot be reset while the treatment is "
+                                       f"{self.sm.state.value}: end the delivery first")
+        try:
+            self._xrs.reset_fault(operator_acknowledgement=acknowledgement.strip())
+        except DeviceError as exc:
+            return self._result(False, f"the X-ray unit did not reset its fault: {exc.message}")
+        return self._result(True, "the unit's fault was reset; clear the console's device-fault interlock if it "
+                                  "is latched")
 
     def _cmd_load_plan(self, plan: ApprovedPlan) -> CommandResult:
         reason = self._plan_refusal(plan)
@@ -560,6 +789,8 @@ class Supervisor:
         return ""
 
     def _cmd_arm(self) -> CommandResult:
+        if self._closing is not None:
+            return self._result(False, "the unit is still ramping HV down: wait for READY, then arm")
         self._update_preconditions(self._clock.now_s(), full=True)
         reason = self._guard(Event.ARM)
         if reason:
@@ -586,6 +817,9 @@ class Supervisor:
         if reason:
             return self._result(False, reason)
         plan = self.sm.plan.plan
+        if event is Event.RESUME and self._closing is not None:
+            return self._result(False, "the unit is still ramping HV down after the pause: wait until it reports "
+                                       "READY (its final dose reading is taken then), then resume")
         if event is Event.RESUME:
             status = self._status
             if status is not None and status.state not in (XrsState.READY, XrsState.ARMED):
@@ -597,6 +831,7 @@ class Supervisor:
         # journal first: no beam that cannot be recorded
         if self._treatment_id is None:
             self._treatment_id = f"T-{uuid.uuid4().hex[:12]}"
+            self._open_delivery(plan)
             if not self._journal_or_trip(lambda: self._journal.treatment_opened(
                     self._treatment_id, plan_id=plan.plan_id, plan_hash=plan.content_hash,
                     preset_s=self.sm.timer.preset_s, prescription_dose_gy=plan.prescription_dose_gy,
@@ -619,9 +854,13 @@ class Supervisor:
         t = self.sm.handle(event)
         now_s = self._clock.now_s()
         self._segment_start_s = now_s
+        self._segment_start_utc = self._utc_now()
+        self._beam_end_s = now_s + self.sm.timer.remaining_s
         self._rate_window.clear()
         self._last_journal_s = now_s
         self._termination = None
+        self._log_device("beam_on", event=event.value, elapsed_s=self.sm.timer.elapsed_s,
+                         remaining_s=self.sm.timer.remaining_s)
         return self._from_transition(t)
 
     def _cmd_beam_on(self) -> CommandResult:
@@ -630,26 +869,68 @@ class Supervisor:
     def _cmd_resume(self) -> CommandResult:
         return self._start_beam(Event.RESUME)
 
-    def _cmd_pause(self) -> CommandResult:
-        reason = self._guard(Event.PAUSE)
-        if reason:
-            return self._result(False, reason)
+    def _cmd_pause(self, reason: str = "paused by the operator") -> CommandResult:
+        why = self._guard(Event.PAUSE)
+        if why:
+            return self._result(False, why)
+        reason = (reason or "").strip() or "paused by the operator"
         self._beam_off_quietly(BeamOffReason.OPERATOR_PAUSE)
         t = self.sm.handle(Event.PAUSE)
-        self._close_segment()
+        plan = self.sm.plan.plan
+        delivered = min(self.sm.timer.elapsed_s, self.sm.timer.preset_s) * plan.dose_to_deliver_gy / plan.treatment_time_s
+        self._pauses.append((self._clock.now_s(), self._utc_now(), reason, delivered))
+        self._close_segment(f"pause: {reason}")
         self._journal_or_trip(lambda: self._journal.append(BEAM_OFF, self._treatment_id or "", reason="pause",
                                                            elapsed_s=self.sm.timer.elapsed_s,
                                                            irm_dose_gy=self._segment_irm_before_gy))
         return self._from_transition(t)
 
-    def _close_segment(self) -> None:
-        """Fold the unit's per-arm IRM dose into the delivery total (the unit resets it at the next arm)."""
-        if self._status is not None:
-            try:
-                self._status = self._xrs.status()
-            except DeviceError:
-                pass
-            self._segment_irm_before_gy += self._status.irm_dose_gy
+    def _close_segment(self, ended_by: str) -> None:
+        """Start closing the beam segment. Its IRM dose is read once HV is fully off (the unit keeps
+        integrating while HV ramps down, and resets the IRM at the next arm): see _try_finish_segment."""
+        if self._closing is not None or self._segment_start_s is None:
+            return
+        now_s = self._clock.now_s()
+        self._closing = {"start_mono_s": self._segment_start_s, "start_utc": self._segment_start_utc or self._utc_now(),
+                         "stop_mono_s": now_s, "stop_utc": self._utc_now(),
+                         "console_s": max(0.0, now_s - self._segment_start_s), "ended_by": ended_by,
+                         "deadline_s": now_s + self._segment_close_timeout_s}
+        self._segment_start_s = None
+        self._beam_end_s = None
+        self._try_finish_segment(self._read_status_quietly())
+
+    def _read_status_quietly(self) -> XrsStatus | None:
+        try:
+            status = self._xrs.status()
+        except DeviceError:
+            return None
+        self._status = status
+        self._log_device("status", **_status_fields(status))
+        return status
+
+    def _try_finish_segment(self, status: XrsStatus | None, *, force: bool = False) -> None:
+        """Fold the closing segment's IRM dose once the unit has HV off and is out of its ramps."""
+        c = self._closing
+        if c is None:
+            return
+        settled = status is not None and not status.hv_on and status.state not in _BEAM_DEVICE_STATES
+        timed_out = force or self._clock.now_s() >= c["deadline_s"]
+        if not settled and not timed_out:
+            return
+        last = status if status is not None else self._status
+        irm_gy = last.irm_dose_gy if last is not None else 0.0
+        self._segment_irm_before_gy += irm_gy
+        self._segments.append(BeamSegment(
+            start_mono_s=c["start_mono_s"], stop_mono_s=c["stop_mono_s"], start_utc=c["start_utc"],
+            stop_utc=c["stop_utc"], console_beam_on_s=c["console_s"],
+            device_beam_on_s=last.beam_on_time_s if last is not None else 0.0, irm_dose_gy=irm_gy,
+            irm_counts=last.irm_counts if last is not None else 0, ended_by=c["ended_by"], final_read=settled))
+        self._closing = None
+        if not settled:
+            self._last_message = ("the unit's final IRM dose could not be read after beam off (HV not confirmed off "
+                                  f"within {self._segment_close_timeout_s:.0f} s): the last reading is recorded; "
+                                  "check the unit's counter")
+        self._maybe_emit_report()
 
     def _cmd_stop(self) -> CommandResult:
         reason = self._guard(Event.STOP)
@@ -687,12 +968,18 @@ class Supervisor:
         return self._from_transition(self.sm.handle(Event.ACKNOWLEDGE_INTERRUPTION))
 
     def _cmd_reset(self) -> CommandResult:
+        if self._closing is not None or self._pending_report is not None:
+            return self._result(False, "the delivery is still being closed (waiting for the unit's final dose "
+                                       "reading after HV off): reset in a moment")
         t = self.sm.handle(Event.RESET)
         if t.ok:
             self._treatment_id = None
             self._segment_irm_before_gy = 0.0
             self._identity_verified = False
             self._termination = None
+            self._segments, self._pauses, self._interlock_changes = [], [], []
+            self._last_active_ids = {}
+            self.recovered_reading = None
             self._update_preconditions(self._clock.now_s(), full=True)
         return self._from_transition(t)
 
@@ -717,26 +1004,110 @@ class Supervisor:
                                    detail=f"beam off not confirmed: {exc.message}")
 
     def _end(self, event: Event, termination: TerminationStatus, why: str,
-             beam_off_reason: BeamOffReason | None) -> CommandResult:
+             beam_off_reason: BeamOffReason | None, *, cause: str | None = None) -> CommandResult:
         was_beam = self.sm.state is State.BEAM_ON
         if beam_off_reason is not None:
             self._beam_off_quietly(beam_off_reason)
         t = self.sm.handle(event)
-        if was_beam:
-            self._close_segment()
         self._termination = termination
         if t.ok and self._treatment_id is not None:
-            plan = self.sm.plan.plan if self.sm.plan else None
-            rate = plan.dose_to_deliver_gy / plan.treatment_time_s if plan else 0.0
-            elapsed = self.sm.timer.elapsed_s
             self._journal_or_trip(lambda: self._journal.append(BEAM_OFF, self._treatment_id, reason=why))
-            if t.to_state in (State.COMPLETED, State.TERMINATED):
-                self._journal_or_trip(lambda: self._journal.treatment_closed(
-                    self._treatment_id, status=termination.value, elapsed_s=elapsed,
-                    primary_dose_gy=min(elapsed, self.sm.timer.preset_s) * rate,
-                    irm_dose_gy=self._segment_irm_before_gy, reason=why))
+            if t.to_state in (State.COMPLETED, State.TERMINATED, State.FAULT):
+                if cause is None:
+                    cause = {TerminationStatus.NORMAL: CAUSE_PRESET_TIME, TerminationStatus.OPERATOR: CAUSE_OPERATOR,
+                             TerminationStatus.MACHINE: CAUSE_INTERLOCK}.get(termination, CAUSE_UNKNOWN)
+                self._pending_report = {"termination": termination, "cause": cause, "detail": why}
+        if was_beam and t.ok:
+            self._close_segment(why)          # the report follows once the final IRM is read
+        self._maybe_emit_report()
         self._last_message = f"{why} — {t.reason}"
         return CommandResult(t.ok, self._last_message if t.ok else t.reason, self.sm.state)
+
+    def _maybe_emit_report(self) -> None:
+        """Once a delivery has ended and its last segment's IRM is folded: close the journal entry, the
+        device log, and hand the DeliveryReport to the subscribers."""
+        pending = self._pending_report
+        if pending is None or self._closing is not None or self._treatment_id is None or self.sm.plan is None:
+            return
+        self._pending_report = None
+        plan = self.sm.plan.plan
+        rate = plan.dose_to_deliver_gy / plan.treatment_time_s
+        elapsed = self.sm.timer.elapsed_s
+        primary = min(elapsed, self.sm.timer.preset_s) * rate
+        tid = self._treatment_id
+        self._journal_or_trip(lambda: self._journal.treatment_closed(
+            tid, status=pending["termination"].value, elapsed_s=elapsed, primary_dose_gy=primary,
+            irm_dose_gy=self._segment_irm_before_gy, reason=pending["detail"]))
+        self._log_device("delivery_end", termination=pending["termination"].value, cause=pending["cause"])
+        log_path, digest = self._close_device_log()
+        report = DeliveryReport(
+            treatment_id=tid, plan_id=plan.plan_id, plan_version=plan.version, plan_hash=plan.content_hash,
+            delivery_type=plan.delivery_type.value, preset_s=self.sm.timer.preset_s,
+            termination=pending["termination"], termination_cause=pending["cause"],
+            termination_detail=pending["detail"], segments=tuple(self._segments), primary_dose_gy=primary,
+            secondary_dose_gy=self._segment_irm_before_gy,
+            console_beam_on_s=sum(x.console_beam_on_s for x in self._segments),
+            device_beam_on_s=sum(x.device_beam_on_s for x in self._segments), pauses=tuple(self._pauses),
+            interlock_changes=tuple(self._interlock_changes), device_log_path=log_path, device_log_sha256=digest)
+        with self._mail_lock:
+            queues = list(self._reports)
+        for q in queues:
+            q.put(report)
+
+    # -- the delivery's bookkeeping and raw device log ------------------------------------------------
+
+    def _open_delivery(self, plan) -> None:
+        self._segments, self._pauses, self._interlock_changes = [], [], []
+        self._last_active_ids = {}
+        self._track_interlocks()
+        self._device_log_hash = hashlib.sha256()
+        self._device_log_path = self._device_log_dir / f"device-log-{self._treatment_id}.jsonl"
+        try:
+            self._device_log_dir.mkdir(parents=True, exist_ok=True)
+            self._device_log = open(self._device_log_path, "ab")
+        except OSError as exc:           # the digest is still computed; the journal is the safety record
+            log.error("device log %s cannot be written: %s", self._device_log_path, exc)
+            self._device_log = None
+        self._log_device("delivery_start", plan_id=plan.plan_id, plan_version=plan.version,
+                         plan_hash=plan.content_hash, preset_s=self.sm.timer.preset_s)
+
+    def _log_device(self, kind: str, **fields: Any) -> None:
+        if self._treatment_id is None or self._device_log_path is None:
+            return
+        line = json.dumps({"mono_s": round(self._clock.now_s(), 6), "kind": kind, **fields}, sort_keys=True,
+                          separators=(",", ":"), default=str).encode() + b"\n"
+        self._device_log_hash.update(line)
+        if self._device_log is not None:
+            try:
+                self._device_log.write(line)
+            except OSError:
+                self._device_log = None
+
+    def _close_device_log(self) -> tuple[str | None, str]:
+        digest = self._device_log_hash.hexdigest()
+        path = str(self._device_log_path) if self._device_log is not None else None
+        if self._device_log is not None:
+            try:
+                self._device_log.close()
+            except OSError:
+                path = None
+        self._device_log = None
+        self._device_log_path = None
+        return path, digest
+
+    def _track_interlocks(self) -> None:
+        """Record interlocks raised and cleared while a delivery is open (for the delivery record)."""
+        if self._treatment_id is None:
+            return
+        active = {st.id.value: st.detail for st in self.interlocks.active()}
+        now_s, utc = self._clock.now_s(), self._utc_now()
+        for iid, detail in active.items():
+            if iid not in self._last_active_ids:
+                self._interlock_changes.append(InterlockChange(now_s, utc, iid, "raised", detail or ""))
+        for iid in self._last_active_ids:
+            if iid not in active:
+                self._interlock_changes.append(InterlockChange(now_s, utc, iid, "cleared", ""))
+        self._last_active_ids = active
 
     def _journal_or_trip(self, write: Callable[[], Any]) -> bool:
         try:
@@ -748,9 +1119,12 @@ class Supervisor:
                 # a beam that cannot be recorded is terminated; the closing entry will fail too, so skip it
                 self._beam_off_quietly(BeamOffReason.CONSOLE_INTERLOCK)
                 self.sm.handle(Event.INTERLOCK)
-                self._close_segment()
                 self._termination = TerminationStatus.MACHINE
                 self._last_message = REGISTRY[InterlockId.JOURNAL_WRITE_FAILURE].message
+                if self._treatment_id is not None:
+                    self._pending_report = {"termination": TerminationStatus.MACHINE, "cause": CAUSE_INTERLOCK,
+                                            "detail": f"journal write failure: {exc.message}"}
+                self._close_segment(self._last_message)
             return False
 
     # -- snapshots -------------------------------------------------------------------------------------
@@ -763,8 +1137,8 @@ class Supervisor:
         if len(self._rate_window) >= 2 and self._rate_window[-1][0] > self._rate_window[0][0]:
             (t0, d0), (t1, d1) = self._rate_window[0], self._rate_window[-1]
             measured = (d1 - d0) / (t1 - t0) * 60.0
-        secondary = self._segment_irm_before_gy + (s.irm_dose_gy if s is not None and self.sm.state is State.BEAM_ON
-                                                   else 0.0)
+        in_segment = self.sm.state is State.BEAM_ON or self._closing is not None
+        secondary = self._segment_irm_before_gy + (s.irm_dose_gy if s is not None and in_segment else 0.0)
         self._seq += 1
         return Snapshot(
             seq=self._seq, host_time_s=self._clock.now_s(), state=self.sm.state,
@@ -777,11 +1151,26 @@ class Supervisor:
             device_state=s.state.value if s else None,
             link_ok=not self.interlocks.is_active(InterlockId.LINK_LOST),
             interlocks=self.interlocks.active(), last_message=self._last_message,
-            termination=self._termination, overruns=self.overruns)
+            termination=self._termination, overruns=self.overruns,
+            applicator_cm=s.applicator_diameter_cm if s else None,
+            device_beam_on_time_s=s.beam_on_time_s if s else None, treatment_id=self._treatment_id,
+            closing_segment=self._closing is not None)
 
     def _publish(self) -> None:
+        self._track_interlocks()
         snap = self.snapshot()
         with self._mail_lock:
             boxes = list(self._mailboxes)
         for box in boxes:
             box.put(snap)
+
+
+def _status_fields(status: XrsStatus) -> dict[str, Any]:
+    """One status reply as plain fields for the raw device log."""
+    return {"state": status.state.value, "kv": status.kv, "ua": status.ua, "hv_on": status.hv_on,
+            "irm_counts": status.irm_counts, "irm_dose_gy": status.irm_dose_gy,
+            "applicator_cm": status.applicator_diameter_cm, "interlocks": int(status.interlocks),
+            "faults": int(status.faults), "device_time_s": status.device_time_s,
+            "beam_on_time_s": status.beam_on_time_s, "cause": status.last_beam_off_cause.value,
+            "reason": status.last_beam_off_reason.name if status.last_beam_off_reason is not None else None,
+            "host_time_s": status.host_time_s}
