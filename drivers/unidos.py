@@ -365,8 +365,8 @@ class UnidosDriver:
 
     def _declare_lost(self, cause: UnidosLinkError, failures: int) -> None:
         self._lost = True
-        cause.message += (f" The link is considered lost after {failures} failed attempts in a row: check the cable and the "
-                          "instrument's power, then reconnect.")
+        cause.message += (f" The link is considered lost after {failures} failed attempts in a row: check the "
+                          "cable and the instrument's power, then reconnect.")
         self._notify(LinkEventKind.LOST, f"link to the electrometer on {self.url} lost: {cause.message}")
 
     def _once(self, req: Request):
