@@ -82,7 +82,7 @@ def cmd_verify(args) -> int:
     if target and args.all:
         print("records verify: give either --all or one RECORD_ID/FILE, not both", file=sys.stderr)
         return EXIT_USAGE
-    if target and (os.path.sep in target or target.endswith(".json")) :
+    if target and (Path(target).is_file() or os.path.sep in target or target.endswith(".json")):
         if not Path(target).is_file():
             print(f"records verify: file {target} does not exist", file=sys.stderr)
             return EXIT_USAGE

@@ -82,3 +82,48 @@ def test_cli_composition_root_accepts_db_before_or_after_the_subcommand(store, c
     args = parser.parse_args(["records", "verify", "--all", "--db", store.url])
     assert args.db == store.url
     assert args.func(args) == 0
+
+
+def test_export_pdf_and_dicom_through_the_cli_and_send_to_a_dicom_receiver(store, tmp_path, capsys, monkeypatch):
+    import socket
+
+    from pydicom import dcmread
+    from pynetdicom import AE, evt
+
+    from logs.export_dicom import RT_BEAMS_TREATMENT_RECORD_STORAGE
+
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    cast = make_cast(store)
+    record_id = signed_record(store, cast)
+    pdf = tmp_path / "r.pdf"
+    assert records_cmd.main(["export", record_id, "--format", "pdf", "-o", str(pdf), "--db", store.url]) == 0
+    assert pdf.read_bytes()[:4] == b"%PDF"
+
+    received = []
+    scp = AE(ae_title="OIS")
+    scp.add_supported_context(RT_BEAMS_TREATMENT_RECORD_STORAGE)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = scp.start_server(("127.0.0.1", port), block=False,
+                              evt_handlers=[(evt.EVT_C_STORE, lambda e: received.append(e.dataset) or 0x0000)])
+    try:
+        monkeypatch.setenv("ORCONSOLE_OIS", f"OIS@127.0.0.1:{port}")
+        dcm = tmp_path / "r.dcm"
+        assert records_cmd.main(["export", record_id, "--format", "dicom", "-o", str(dcm), "--send",
+                                 "--db", store.url]) == 0
+    finally:
+        server.shutdown()
+    assert "accepted" in capsys.readouterr().out
+    assert len(received) == 1 and dcmread(str(dcm)).SOPInstanceUID == received[0].SOPInstanceUID
+    sends = [e for e in store.audit_entries(action="export") if "c-store" in e.details]
+    assert len(sends) == 1 and '"ok":true' in sends[0].details
+
+
+def test_send_without_a_configured_destination_explains_what_to_set(store, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ORCONSOLE_OIS", raising=False)
+    cast = make_cast(store)
+    record_id = signed_record(store, cast)
+    assert records_cmd.main(["export", record_id, "--format", "dicom", "-o", str(tmp_path / "x.dcm"), "--send",
+                             "--db", store.url]) == 2
+    assert "set ORCONSOLE_OIS=AET@HOST:PORT" in capsys.readouterr().err

@@ -177,3 +177,25 @@ def test_concurrent_audit_appends_keep_one_unbroken_chain(store):
     verdict = store.verify_audit_chain()
     assert verdict.ok, verdict.problems
     assert verdict.entries_checked == 40
+
+
+def test_two_consoles_sharing_one_store_keep_one_unbroken_chain(store_url):
+    """Two Store objects (two operating rooms) appending at the same time."""
+    import threading
+
+    a, b = Store(store_url), Store(store_url)
+
+    def worker(s, name):
+        for i in range(15):
+            s.audit(name, "beam on", {"i": i})
+
+    threads = [threading.Thread(target=worker, args=(s, n)) for s, n in ((a, "or1"), (b, "or2"))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    verdict = a.verify_audit_chain()
+    a.close()
+    b.close()
+    assert verdict.ok, verdict.problems
+    assert verdict.entries_checked == 30
