@@ -60,9 +60,11 @@ def _kv(rows: list[tuple[str, Any]]) -> str:
 
 def _grid(header: list[tuple[str, int, bool]], rows: list[list[str]]) -> str:
     """header: (title, width %, numeric)."""
-    th = "<thead><tr>" + "".join(f"<th width='{w}%' class='{'num' if n else ''}'>{_e(t)}</th>" for t, w, n in header) \
+    th = "<thead><tr>" + "".join(f"<th width='{w}%' class='{'num' if n else ''}'>{_e(t)}{'&nbsp;' if n else ''}</th>"
+                                 for t, w, n in header) \
         + "</tr></thead>"
-    body = "".join("<tr>" + "".join(f"<td class='{'num' if header[i][2] else ''}'>{c}</td>" for i, c in enumerate(r))
+    body = "".join("<tr>" + "".join(f"<td class='{'num' if header[i][2] else ''}'>{c}{'&nbsp;' if header[i][2] else ''}</td>"
+                                    for i, c in enumerate(r))
                    + "</tr>" for r in rows)
     return f"<table class='grid' width='100%' cellspacing='0' cellpadding='3'>{th}{body}</table>"
 
@@ -131,16 +133,16 @@ def report_html(record: DeliveryRecord, *, content_hash: str, signatures: list[A
     parts.append(_h2("Delivery: planned and delivered"))
     tot = r.totals or r.computed_totals()
     dose_rx = plan.dose_per_fraction_gy
-    parts.append("<table class='grid' width='100%'><tr><th></th><th class='num'>Planned</th><th class='num'>Delivered</th>"
-                 "<th class='num'>Deviation</th></tr>"
-                 f"<tr><td>Beam-on time, console timer</td><td class='num'>{plan.planned_time_s:.1f} s</td>"
-                 f"<td class='num'>{tot.console_beam_on_s:.1f} s</td><td class='num'>{_pct(tot.console_beam_on_s, plan.planned_time_s)}</td></tr>"
-                 f"<tr><td>Beam-on time, device timer</td><td class='num'>{plan.planned_time_s:.1f} s</td>"
-                 f"<td class='num'>{tot.device_beam_on_s:.1f} s</td><td class='num'>{_pct(tot.device_beam_on_s, plan.planned_time_s)}</td></tr>"
-                 f"<tr><td>Dose, primary channel (timer)</td><td class='num'>{dose_rx:.3f} Gy</td>"
-                 f"<td class='num'><b>{tot.dose_gy.primary_timer_gy:.3f} Gy</b></td><td class='num'>{_pct(tot.dose_gy.primary_timer_gy, dose_rx)}</td></tr>"
-                 f"<tr><td>Dose, secondary channel (IRM)</td><td class='num'>{dose_rx:.3f} Gy</td>"
-                 f"<td class='num'><b>{tot.dose_gy.secondary_irm_gy:.3f} Gy</b></td><td class='num'>{_pct(tot.dose_gy.secondary_irm_gy, dose_rx)}</td></tr>"
+    parts.append("<table class='grid' width='100%'><tr><th></th><th class='num'>Planned&nbsp;</th><th class='num'>Delivered&nbsp;</th>"
+                 "<th class='num'>Deviation&nbsp;</th></tr>"
+                 f"<tr><td>Beam-on time, console timer</td><td class='num'>{plan.planned_time_s:.1f} s&nbsp;</td>"
+                 f"<td class='num'>{tot.console_beam_on_s:.1f} s&nbsp;</td><td class='num'>{_pct(tot.console_beam_on_s, plan.planned_time_s)}&nbsp;</td></tr>"
+                 f"<tr><td>Beam-on time, device timer</td><td class='num'>{plan.planned_time_s:.1f} s&nbsp;</td>"
+                 f"<td class='num'>{tot.device_beam_on_s:.1f} s&nbsp;</td><td class='num'>{_pct(tot.device_beam_on_s, plan.planned_time_s)}&nbsp;</td></tr>"
+                 f"<tr><td>Dose, primary channel (timer)</td><td class='num'>{dose_rx:.3f} Gy&nbsp;</td>"
+                 f"<td class='num'><b>{tot.dose_gy.primary_timer_gy:.3f} Gy</b>&nbsp;</td><td class='num'>{_pct(tot.dose_gy.primary_timer_gy, dose_rx)}&nbsp;</td></tr>"
+                 f"<tr><td>Dose, secondary channel (IRM)</td><td class='num'>{dose_rx:.3f} Gy&nbsp;</td>"
+                 f"<td class='num'><b>{tot.dose_gy.secondary_irm_gy:.3f} Gy</b>&nbsp;</td><td class='num'>{_pct(tot.dose_gy.secondary_irm_gy, dose_rx)}&nbsp;</td></tr>"
                  "</table>")
     parts.append("<p class='small'>Beam sessions (times UTC on the treatment date; a continuation delivers the remainder "
                  "after an interruption)</p>")
