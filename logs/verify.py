@@ -223,6 +223,10 @@ def _verify_slice(bounds: tuple[int, int]) -> list[DocumentVerdict]:
 
 
 def _default_workers() -> int:
+    import sys
+
+    if "PySide6.QtCore" in sys.modules:
+        return 1  # never fork a process that runs Qt threads
     return max(1, min(8, (os.cpu_count() or 1)))
 
 
