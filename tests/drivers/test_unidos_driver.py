@@ -159,12 +159,16 @@ def test_an_interval_measurement_ends_in_inthld(driver):
     assert driver.measured_values().measuring_time_s == pytest.approx(1.0)
 
 
-def test_zero_correction_runs_to_passed(driver):
+def test_zero_correction_runs_to_passed(driver, link):
+    link.model.zero_duration_s = 1.0
     driver.acquire_write_permission()
     driver.start_zero_correction()
     assert driver.status() == "ZERO"
     status = wait_for(lambda: (s := driver.zero_status()).result == "Passed" and s)
-    assert status.remaining_s == 0 and status.total_s == pytest.approx(0.3)
+    assert status.remaining_s == 0 and status.total_s == pytest.approx(1.0)
+    assert driver.status() == "RES"
+    kinds = [e["event"] for e in link.events]
+    assert kinds.index("zero_start") < kinds.index("zero_done")
 
 
 # ---- refusals ------------------------------------------------------------------------------

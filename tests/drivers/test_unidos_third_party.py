@@ -23,7 +23,7 @@ from simulators.world import Room
 @pytest.fixture
 def instrument_path():
     model = UnidosModel(MonotonicClock(), field_current_a=lambda now_s: 150e-12, room=Room(), seed=5,
-                        warmup_s=0.0, zero_duration_s=0.2, self_test_duration_s=0.2)
+                        warmup_s=0.0, zero_duration_s=5.0, self_test_duration_s=0.2)
     master_fd, slave_fd = pty.openpty()
     tty.setraw(slave_fd)
     path = os.ttyname(slave_fd)
@@ -86,7 +86,7 @@ def test_zero_correction_status_reports_remaining_and_total_milliseconds(port):
     ask(port, "TOK")
     assert ask(port, "NUL") == "NUL"
     result, remaining_ms, total_ms = ask(port, "NUS").split(";")[1:]
-    assert result == "Running" and 0 < int(remaining_ms) <= 200 and total_ms == "200"
+    assert result == "Running" and 0 < int(remaining_ms) <= 5000 and total_ms == "5000"
 
 
 def test_errors_are_e_and_two_digits(port):
