@@ -156,6 +156,13 @@ class RecoveredReading:
     irm_before_last_arm_gy: float   # from the journal's last beam_on entry
     device_state: str | None
     detail: str
+    elapsed_before_last_arm_s: float = 0.0   # console timer reading at the last beam on (journal)
+
+    @property
+    def beam_on_time_s(self) -> float | None:
+        if self.beam_on_time_since_last_arm_s is None:
+            return None
+        return self.elapsed_before_last_arm_s + self.beam_on_time_since_last_arm_s
 
     @property
     def delivered_gy(self) -> float | None:
@@ -259,6 +266,7 @@ class Supervisor:
             log.error("journal not opened: %s", exc.message)
         self._unfinished = readout.unfinished
         self._unfinished_irm_before_gy = 0.0
+        self._unfinished_elapsed_before_s = 0.0
         if self._unfinished:
             tid = self._unfinished[-1].treatment_id
             for entry in readout.entries:
@@ -266,6 +274,9 @@ class Supervisor:
                     value = entry.get("data", {}).get("irm_before_gy", 0.0)
                     if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
                         self._unfinished_irm_before_gy = float(value)
+                    value = entry.get("data", {}).get("elapsed_s", 0.0)
+                    if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
+                        self._unfinished_elapsed_before_s = float(value)
         self._device_log_dir = Path(device_log_dir) if device_log_dir is not None else Path(journal_path).parent
         self._segment_close_timeout_s = segment_close_timeout_s
         self._reports: list[queue.Queue] = []
@@ -429,6 +440,7 @@ class Supervisor:
                 self.recovered_reading = RecoveredReading(
                     irm_since_last_arm_gy=status.irm_dose_gy, beam_on_time_since_last_arm_s=status.beam_on_time_s,
                     irm_before_last_arm_gy=self._unfinished_irm_before_gy, device_state=status.state.value,
+                    elapsed_before_last_arm_s=self._unfinished_elapsed_before_s,
                     detail=(f"the unit reports {status.irm_dose_gy:.4f} Gy (IRM) and {status.beam_on_time_s:.1f} s "
                             f"beam since its last arm, state {status.state.value}, last beam off by "
                             f"{status.last_beam_off_cause.value}"))
@@ -436,6 +448,7 @@ class Supervisor:
                 self.recovered_reading = RecoveredReading(
                     irm_since_last_arm_gy=None, beam_on_time_since_last_arm_s=None,
                     irm_before_last_arm_gy=self._unfinished_irm_before_gy, device_state=None,
+                    elapsed_before_last_arm_s=self._unfinished_elapsed_before_s,
                     detail=f"the unit's counters could not be read ({exc.message}): read them at the unit")
             self._last_message = (f"unfinished treatment {self._treatment_id} found in the journal "
                                   f"({self._unfinished[-1].elapsed_s:.1f} s of "
@@ -641,6 +654,11 @@ class Supervisor:
                                    detail="" if store_ok else "the record store does not accept writes")
 
     # -- commands ------------------------------------------------------------------------------------
+
+    @property
+    def unfinished(self):
+        """The unfinished treatment found in the journal at start-up (journal.UnfinishedTreatment) or None."""
+        return self._unfinished[-1] if self._unfinished else None
 
     def _cmd_shutdown(self) -> CommandResult:
         if self.sm.state is State.BEAM_ON:

@@ -41,7 +41,9 @@ from orconsole.models import (Approval, ApprovedPlan, ApproverRole, Cavity, Deli
                               Refused, TrialProtocol)
 from orconsole.qa import QaPolicy, StoreQaRepository, qa_results_for_planning
 from orconsole.statemachine import State
-from orconsole.supervisor import (CommandResult, Snapshot, SnapshotMailbox, Supervisor,
+from orconsole.interlocks import ClearRole, InterlockId
+from orconsole.qa import output_check_gate
+from orconsole.supervisor import (CAUSE_UNKNOWN, CommandResult, DeliveryReport, Snapshot, SnapshotMailbox, Supervisor,
                                   TerminationStatus)
 
 log = logging.getLogger(__name__)
@@ -228,96 +230,844 @@ class TreatmentService:
                  protocol: TrialProtocol | None = None, today: Callable[[], date] = date.today,
                  utc_now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
                  qa_policy: QaPolicy | None = None, software_version: str = __version__,
-                 room: str = "", warm_up_timeout_s: float = 120.0) -> None:
-        raise NotImplementedError
+                 room: str = "", warm_up_timeout_s: float = 120.0, command_timeout_s: float = 10.0) -> None:
+        self.store = store
+        self.identity = identity
+        self.config = config
+        self.protocol = protocol or TrialProtocol(name="IORT brain-metastasis cavity, 20 Gy single fraction",
+                                                  prescription_dose_gy=config.prescription.protocol_dose_gy)
+        self.qa_policy = qa_policy or QaPolicy.from_site(config)
+        self._xrs = xrs
+        self._readout = readout
+        self.journal_dir = Path(journal_dir)
+        self.journal_path = self.journal_dir / JOURNAL_FILE
+        self._clock = clock
+        self._today = today
+        self._utc_now = utc_now
+        self.software_version = software_version
+        self.room = room
+        self.warm_up_timeout_s = warm_up_timeout_s
+        self.command_timeout_s = command_timeout_s
+        self._book = RecordBook(store)
+        self._qa_repo = StoreQaRepository(store)
+        self._cal_repo = StoreCalibrationRepository(store)
+        self._xrs_identity: XrsIdentity | None = None
+        self._readout_identity: ReadoutIdentity | None = None
+        self.supervisor: Supervisor | None = None
+        self._treat_box: SnapshotMailbox | None = None
+        self._status_boxes: list[StatusMailbox] = []
+        self._lock = threading.RLock()
+        self._seq = 0
+        self._patient: Patient | None = None
+        self._plan: Plan | None = None
+        self._plan_doc_id: str | None = None
+        self._approved: ApprovedPlan | None = None
+        self._approval_refs: list[ApprovalRef] = []
+        self._approval_infos: list[ApprovalInfo] = []
+        self._checklist: Checklist | None = None
+        self._identity_methods: tuple[str, ...] = ()
+        self._verified_identifiers: tuple[str, date] | None = None
+        self._record_id: str | None = None
+        self._record_signed = False
+        self._outcomes: list[DeliveryOutcome] = []
+        self._outcome_cond = threading.Condition()
+        self._delivering = False
+        self._recovery: RecoveryInfo | None = None
+        self._last_message = "connect the devices"
+        self._reports: queue.Queue | None = None
+        self._writer: threading.Thread | None = None
+        self._closing = False
 
     # -- snapshots -------------------------------------------------------------------------------
     def subscribe_status(self) -> StatusMailbox:
         """WorkflowStatus mailbox (latest value only)."""
-        raise NotImplementedError
+        box = StatusMailbox()
+        with self._lock:
+            self._status_boxes.append(box)
+            box.put(self._build_status())
+        return box
 
     def subscribe_treatment(self) -> SnapshotMailbox:
         """The Supervisor's Snapshot mailbox (valid after `start()`)."""
-        raise NotImplementedError
+        sup = self._require_supervisor()
+        return sup.subscribe()
 
     def status(self) -> WorkflowStatus:
-        raise NotImplementedError
+        with self._lock:
+            return self._build_status()
+
+    def _step(self) -> WorkflowStep:
+        if self._recovery is not None:
+            return WorkflowStep.INTERRUPTED
+        if self._xrs_identity is None:
+            return WorkflowStep.DEVICES_DISCONNECTED
+        if self._record_signed:
+            return WorkflowStep.RECORD_SIGNED
+        snap = self._treat_box.latest() if self._treat_box is not None else None
+        if snap is not None and snap.state in (State.ARMED, State.BEAM_ON, State.PAUSED):
+            return WorkflowStep.TREATING
+        if self._outcomes and not self._delivering:
+            return WorkflowStep.DELIVERY_ENDED
+        if snap is not None and snap.state is State.READY:
+            return WorkflowStep.READY_TO_TREAT
+        if self._approved is not None and self._approved.fully_approved:
+            return WorkflowStep.PLAN_APPROVED
+        if self._plan is not None:
+            return WorkflowStep.PLAN_CREATED
+        if self._patient is not None:
+            return WorkflowStep.PATIENT_SELECTED
+        return WorkflowStep.NO_PATIENT
+
+    def _build_status(self) -> WorkflowStatus:
+        self._seq += 1
+        missing = tuple(r.value for r in self._approved.missing_roles()) if self._approved is not None else (
+            tuple(r.value for r in ApproverRole) if self._plan is not None else ())
+        sessions, primary, secondary = self._recorded_totals()
+        return WorkflowStatus(
+            seq=self._seq, step=self._step(), patient=self._patient, plan=self._plan,
+            approvals=tuple(self._approval_infos), missing_approvals=missing, checklist=self._checklist,
+            devices=DeviceInfo(self._xrs_identity, self._readout_identity), record_id=self._record_id,
+            record_sessions=sessions, delivered_primary_gy=primary, delivered_secondary_gy=secondary,
+            recovery=self._recovery, last_message=self._last_message)
+
+    def _recorded_totals(self) -> tuple[int, float, float]:
+        if self._record_id is None:
+            return 0, 0.0, 0.0
+        try:
+            record = self._book.load(self._record_id)
+        except StoreError:
+            return 0, 0.0, 0.0
+        return (len(record.sessions), sum(x.dose_gy.primary_timer_gy for x in record.sessions),
+                sum(x.dose_gy.secondary_irm_gy for x in record.sessions))
+
+    def _changed(self, message: str | None = None) -> None:
+        with self._lock:
+            if message is not None:
+                self._last_message = message
+            status = self._build_status()
+            boxes = list(self._status_boxes)
+        for box in boxes:
+            box.put(status)
 
     # -- devices and supervisor ---------------------------------------------------------------------
     def connect_devices(self) -> DeviceInfo:
         """Connect the X-ray unit (and the electrometer when given). Before `start()` only."""
-        raise NotImplementedError
+        if self.supervisor is not None:
+            raise WorkflowRefused("the devices are already in use by the running treatment supervisor")
+        try:
+            self._xrs_identity = self._xrs.connect()
+        except DeviceError as exc:
+            raise WorkflowRefused(f"cannot connect to the X-ray unit: {exc.message}") from exc
+        if self._readout is not None:
+            try:
+                self._readout_identity = self._readout.connect()
+            except DeviceError as exc:
+                raise WorkflowRefused(f"cannot connect to the electrometer: {exc.message}") from exc
+        self.store.audit("console", "devices connected", {
+            "xrs_serial": self._xrs_identity.serial_number, "xrs_firmware": self._xrs_identity.firmware,
+            "readout_serial": self._readout_identity.serial_number if self._readout_identity else None})
+        self._changed(f"connected to X-ray unit {self._xrs_identity.serial_number}")
+        return DeviceInfo(self._xrs_identity, self._readout_identity)
+
+    @property
+    def xrs_identity(self) -> XrsIdentity | None:
+        return self._xrs_identity
+
+    @property
+    def readout_identity(self) -> ReadoutIdentity | None:
+        return self._readout_identity
 
     def start(self) -> RecoveryInfo | None:
         """Start the Supervisor (journal opened; an unfinished treatment → INTERRUPTED, returned here)."""
-        raise NotImplementedError
+        if self.supervisor is not None:
+            return self._recovery
+        if self._xrs_identity is None:
+            self.connect_devices()
+        serial = self._xrs_identity.serial_number
+        self.supervisor = Supervisor(
+            self._xrs, journal_path=self.journal_path, clock=self._clock, device_source_serial=serial,
+            config=self.config, today=self._today,
+            qa_results=lambda: qa_results_for_planning(self._qa_repo, source_serial=serial, day=self._today(),
+                                                       policy=self.qa_policy),
+            record_store_available=self.store.writable, utc_now=self._utc_now, device_log_dir=self.journal_dir)
+        self._treat_box = self.supervisor.subscribe()
+        self._reports = self.supervisor.subscribe_reports()
+        self.supervisor.start()
+        self._writer = threading.Thread(target=self._write_reports, name="record-writer", daemon=True)
+        self._writer.start()
+        snap = self._treat_box.wait_for(lambda s: True, self.command_timeout_s)
+        if snap is not None and snap.state is State.INTERRUPTED:
+            self._recovery = self._build_recovery()
+            self.store.audit("console", "unfinished treatment found", {
+                "treatment_id": self._recovery.treatment_id, "plan_id": self._recovery.plan_id,
+                "journal_elapsed_s": self._recovery.journal_elapsed_s,
+                "device_irm_dose_gy": self._recovery.device_irm_dose_gy})
+            self._changed(self._recovery.message)
+        else:
+            self._changed("ready: select a patient")
+        return self._recovery
 
     def prepare_devices(self, *, on_progress: Callable[[str], None] | None = None) -> DeviceInfo:
         """Technique 50 kV / 40 µA and warm-up through the Supervisor; waits until the unit is READY."""
-        raise NotImplementedError
+        sup = self._require_supervisor()
+        result = sup.prepare_device().result(timeout=self.command_timeout_s)
+        if not result.ok:
+            raise WorkflowRefused(result.reason)
+        if on_progress:
+            on_progress(result.reason)
+        snap = self._treat_box.wait_for(lambda s: s.device_state == XrsState.READY.value, self.warm_up_timeout_s)
+        if snap is None:
+            latest = self._treat_box.latest()
+            raise WorkflowRefused(f"the X-ray unit did not become READY within {self.warm_up_timeout_s:.0f} s (it "
+                                  f"is {latest.device_state if latest else 'unknown'}): check the unit")
+        self._changed("X-ray unit warmed up and READY")
+        return DeviceInfo(self._xrs_identity, self._readout_identity)
 
     def close(self) -> None:
         """Stop the Supervisor (beam off) and close the devices."""
-        raise NotImplementedError
+        self._closing = True
+        if self.supervisor is not None:
+            self.supervisor.close()
+        if self._writer is not None and self._reports is not None:
+            self._reports.put(None)
+            self._writer.join(5.0)
+        for device in (self._xrs, self._readout):
+            if device is not None:
+                try:
+                    device.close()
+                except Exception:  # noqa: BLE001 - closing is best effort; the link is gone either way
+                    pass
+
+    def _require_supervisor(self) -> Supervisor:
+        if self.supervisor is None:
+            raise WorkflowRefused("the treatment supervisor is not running: connect the devices and start the "
+                                  "console first")
+        return self.supervisor
 
     # -- patient ------------------------------------------------------------------------------------
     def register_patient(self, session: Session, patient: Patient) -> Patient:
-        raise NotImplementedError
+        self.identity.require(session, Permission.SELECT_PATIENT, "register a patient")
+        for doc in self.store.find_documents(kind=PATIENT_KIND, subject=patient.medical_record_number):
+            existing = Patient.model_validate(doc.data)
+            if existing != patient:
+                raise WorkflowRefused(f"medical record number {patient.medical_record_number} is already registered "
+                                      f"for {existing.full_name} (born {existing.date_of_birth}): check the entry")
+            self._changed(f"patient {patient.full_name} already registered")
+            return existing
+        self.store.create_document(PATIENT_KIND, patient.model_dump(mode="json"), actor=session.username,
+                                   subject=patient.medical_record_number, final=True)
+        self._changed(f"patient {patient.full_name} registered")
+        return patient
 
     def select_patient(self, session: Session, *, medical_record_number: str, date_of_birth: date) -> Patient:
         """Select a registered patient by two identifiers (MRN and date of birth); both must match."""
-        raise NotImplementedError
+        self.identity.require(session, Permission.SELECT_PATIENT, "select a patient")
+        docs = self.store.find_documents(kind=PATIENT_KIND, subject=medical_record_number)
+        if not docs:
+            raise WorkflowRefused(f"no patient with medical record number {medical_record_number!r} is registered: "
+                                  "check the number or register the patient")
+        patient = Patient.model_validate(docs[-1].data)
+        if patient.date_of_birth != date_of_birth:
+            self.store.audit(session.username, "patient selection refused",
+                             {"medical_record_number": medical_record_number, "reason": "date of birth differs"})
+            raise WorkflowRefused(f"the date of birth {date_of_birth} does not match the patient registered under "
+                                  f"{medical_record_number}: stop and check the patient's identity")
+        with self._lock:
+            if self._patient is not None and self._patient != patient and self._delivering:
+                raise WorkflowRefused("a delivery is in progress: finish it before selecting another patient")
+            if self._patient != patient:
+                self._reset_patient_state()
+            self._patient = patient
+        self.store.audit(session.username, "patient selected", {"medical_record_number": medical_record_number,
+                                                                "identifiers": ["medical record number", "date of birth"]})
+        self._changed(f"patient {patient.full_name} selected")
+        return patient
+
+    def _reset_patient_state(self) -> None:
+        self._plan = self._plan_doc_id = self._approved = None
+        self._approval_refs, self._approval_infos = [], []
+        self._checklist = None
+        self._record_id = None
+        self._record_signed = False
+        self._outcomes = []
 
     # -- plan ---------------------------------------------------------------------------------------
+    def _active_calibration(self):
+        serial = self._xrs_identity.serial_number
+        try:
+            record = active_calibration_or_interlock(self._cal_repo, serial, today=self._today(),
+                                                     max_validity_days=self.qa_policy.calibration_max_validity_days)
+        except CalibrationInterlock as exc:
+            raise WorkflowRefused(str(exc), code="calibration") from exc
+        stored = self._cal_repo.active(serial)
+        return record, stored.doc_id if stored is not None else None
+
+    def _qa_results(self) -> list[QaResult]:
+        return qa_results_for_planning(self._qa_repo, source_serial=self._xrs_identity.serial_number,
+                                       day=self._today(), policy=self.qa_policy)
+
     def create_plan(self, session: Session, password: str, *, prescription_text: str, applicator_cm: float,
                     cavity: Cavity) -> Plan:
         """The physician prescribes (typed text, parse_prescription_gy) and the time is calculated from the
         active calibration and today's output check; stored as a final plan document signed 'prescribed'."""
-        raise NotImplementedError
+        self.identity.require(session, Permission.PRESCRIBE, "prescribe and create a plan")
+        if self._patient is None:
+            raise WorkflowRefused("no patient is selected: select the patient by two identifiers first")
+        if self._xrs_identity is None:
+            raise WorkflowRefused("the X-ray unit is not connected: the plan is calculated for the connected source")
+        if self._delivering:
+            raise WorkflowRefused("a delivery is in progress: a new plan can be made after it ended")
+        prescription_gy = parse_prescription_gy(prescription_text, self.protocol, self.config)
+        calibration, _ = self._active_calibration()
+        time_ = compute_treatment_time(prescription_dose_gy=prescription_gy, applicator_cm=applicator_cm,
+                                       protocol=self.protocol, calibration=calibration.to_source_calibration(),
+                                       qa_results=self._qa_results(),
+                                       device_source_serial=self._xrs_identity.serial_number, today=self._today(),
+                                       config=self.config)
+        plan = make_plan(time_, plan_id=f"PLAN-{uuid.uuid4().hex[:10]}", patient=self._patient, cavity=cavity,
+                         protocol=self.protocol, created_at=self._utc_now(), created_by=session.username)
+        self._store_plan(session, password, plan, new_record=True)
+        self._changed(f"plan {plan.plan_id} v{plan.version}: {plan.preset_time_s:.1f} s for "
+                      f"{plan.dose_to_deliver_gy:g} Gy with the {plan.applicator_cm:.1f} cm applicator; awaiting "
+                      "physician and physicist approval")
+        return plan
+
+    def _store_plan(self, session: Session, password: str, plan: Plan, *, new_record: bool) -> None:
+        doc = self.store.create_document(PLAN_KIND, plan.model_dump(mode="json"), actor=session.username,
+                                         subject=plan.patient.medical_record_number, final=True)
+        row = self.identity.sign(session, password, doc.doc_id, Meaning.PRESCRIBED)
+        with self._lock:
+            self._plan, self._plan_doc_id = plan, doc.doc_id
+            self._approved = ApprovedPlan(plan=plan)
+            self._approval_infos = []
+            self._approval_refs = [r for r in self._approval_refs] if not new_record else []
+            self._approval_refs.append(_approval_ref(row))
+            self._checklist = None
+            if new_record:
+                self._record_id = None
+                self._record_signed = False
+                self._outcomes = []
 
     def approve_plan(self, session: Session, password: str, *, physicist_time_s: float | None = None) -> ApprovedPlan:
         """Physician (radiation oncologist) or physicist approval of the current plan version, signed
         'approved plan'. The physicist's approval needs the independent check (dosecheck, or the
         physicist's own figure) to agree within the configured fraction. A therapist is refused."""
-        raise NotImplementedError
+        self.identity.require(session, Permission.APPROVE_PLAN, "approve a treatment plan")
+        if self._plan is None or self._approved is None:
+            raise WorkflowRefused("there is no plan to approve: the physician creates the plan first")
+        role = {Role.RADIATION_ONCOLOGIST: ApproverRole.PHYSICIAN,
+                Role.MEDICAL_PHYSICIST: ApproverRole.PHYSICIST}.get(Role(session.role))
+        if role is None:
+            raise PermissionDenied(f"{session.full_name} is a {session.role}: only a radiation oncologist or a "
+                                   "medical physicist approves a plan")
+        if role in {a.role for a in self._approved.approvals}:
+            raise WorkflowRefused(f"plan version {self._plan.version} already carries the {role.value} approval")
+        check = None
+        if role is ApproverRole.PHYSICIST:
+            calibration, _ = self._active_calibration()
+            check = check_plan(self._plan, calibration.to_source_calibration(),
+                               agreement_fraction=self.config.planning.independent_check_agreement_fraction,
+                               physicist_time_s=physicist_time_s)
+            self.store.audit(session.username, "independent check", {
+                "plan_id": self._plan.plan_id, "plan_version": self._plan.version, "method": check.method,
+                "plan_time_s": check.plan_time_s, "independent_time_s": check.independent_time_s,
+                "deviation_fraction": check.deviation_fraction, "agrees": check.agrees})
+            if not check.agrees:
+                raise WorkflowRefused(
+                    f"independent time {check.independent_time_s:.1f} s differs from the plan's {check.plan_time_s:.1f} s "
+                    f"by {check.deviation_fraction * 100:.2f} % (limit {check.agreement_fraction * 100:.1f} %): find "
+                    "the discrepancy before approving", code="check_disagrees")
+        row = self.identity.sign(session, password, self._plan_doc_id, Meaning.APPROVED_PLAN)
+        approval = Approval(plan_content_hash=self._plan.content_hash, role=role, approver_id=session.user_id,
+                            approver_name=session.full_name, approved_at=datetime.fromisoformat(
+                                row.signed_utc.replace("Z", "+00:00")),
+                            signature_ref=row.sig_id, independent_check=check)
+        with self._lock:
+            self._approved = self._approved.with_approval(approval)
+            self._approval_refs.append(_approval_ref(row))
+            self._approval_infos.append(ApprovalInfo(
+                role=role.value, printed_name=row.printed_name, signed_utc=row.signed_utc,
+                independent_time_s=check.independent_time_s if check else None,
+                deviation_fraction=check.deviation_fraction if check else None))
+        missing = self._approved.missing_roles()
+        self._changed(f"{role.value} approval by {row.printed_name}" + (
+            f"; awaiting the {missing[0].value}" if missing else "; the plan is approved"))
+        return self._approved
 
     # -- checklist and delivery -----------------------------------------------------------------------
     def run_checklist(self, session: Session, *, medical_record_number: str, date_of_birth: date,
                       identity_methods: tuple[str, str] = ("medical record number", "date of birth")) -> Checklist:
         """Structured pre-treatment checks (each ok + message). The identity is confirmed at the Supervisor."""
-        raise NotImplementedError
+        self.identity.require(session, Permission.OPERATE_BEAM, "run the pre-treatment checklist")
+        items: list[ChecklistItem] = []
+        plan, patient = self._plan, self._patient
+        # 1. patient identity by two identifiers
+        if patient is None or plan is None:
+            items.append(ChecklistItem("patient_identity", "Patient identity (two identifiers)", False,
+                                       "no patient and plan selected: select the patient and the plan"))
+        else:
+            wrong = [n for n, ok in (("medical record number", medical_record_number == plan.patient.medical_record_number),
+                                     ("date of birth", date_of_birth == plan.patient.date_of_birth)) if not ok]
+            items.append(ChecklistItem(
+                "patient_identity", "Patient identity (two identifiers)", not wrong,
+                f"{plan.patient.full_name}: medical record number and date of birth match the plan" if not wrong else
+                f"{' and '.join(wrong)} do not match the plan's patient {plan.patient.full_name}: stop and check the "
+                "patient and the plan"))
+        # 2. plan approved
+        approved = self._approved is not None and self._approved.fully_approved
+        items.append(ChecklistItem(
+            "plan_approved", "Plan approved by physician and physicist", approved,
+            f"plan {plan.plan_id} version {plan.version} approved by both" if approved else
+            (f"missing: {', '.join(r.value for r in self._approved.missing_roles())} approval"
+             if self._approved is not None else "no plan")))
+        snap = self._treat_box.latest() if self._treat_box is not None else None
+        fresh = snap is not None and snap.link_ok and (self._clock.now_s() - snap.host_time_s) < 2.0
+        # 3. applicator reported live by the unit
+        if plan is None:
+            items.append(ChecklistItem("applicator", "Applicator mounted = plan", False, "no plan"))
+        elif not fresh:
+            items.append(ChecklistItem("applicator", "Applicator mounted = plan", False,
+                                       "no current status from the X-ray unit: check the link"))
+        else:
+            mounted = snap.applicator_cm
+            ok = mounted == plan.applicator_cm
+            items.append(ChecklistItem(
+                "applicator", "Applicator mounted = plan", ok,
+                f"the unit senses the {mounted:.1f} cm applicator, as planned" if ok else
+                (f"the unit senses {'no applicator' if mounted is None else f'the {mounted:.1f} cm applicator'}, the "
+                 f"plan requires {plan.applicator_cm:.1f} cm: mount the {plan.applicator_cm:.1f} cm applicator or "
+                 "re-plan")))
+        # 4. source
+        serial = self._xrs_identity.serial_number if self._xrs_identity else None
+        ok = plan is not None and serial == plan.source_serial
+        items.append(ChecklistItem("source", "Connected source = plan's source", ok,
+                                   f"source {serial}" if ok else f"connected source {serial}, plan for "
+                                   f"{plan.source_serial if plan else '—'}: connect the planned source or re-plan"))
+        # 5. output check today
+        if serial is None:
+            items.append(ChecklistItem("output_check", "Output check passed today", False, "no source connected"))
+        else:
+            gate = output_check_gate(self._qa_repo, source_serial=serial, day=self._today(), policy=self.qa_policy)
+            ok = gate.allowed and (plan is None or gate.qa_result is None or gate.qa_result.k_out == plan.k_out)
+            msg = gate.reason if gate.allowed == ok else (
+                f"{gate.reason}; but the plan used k_out {plan.k_out:.4f} ({plan.qa_id}): re-plan with today's check")
+            items.append(ChecklistItem("output_check", "Output check passed today", ok, msg))
+        # 6. calibration active and the plan's
+        try:
+            calibration, _ = self._active_calibration() if serial else (None, None)
+            digest = calibration.to_source_calibration().content_digest if calibration else None
+            ok = plan is not None and digest == plan.calibration_digest
+            items.append(ChecklistItem("calibration", "Active calibration = plan's", ok,
+                                       f"calibration of {calibration.calibration_date} active" if ok else
+                                       "the active calibration is not the one the plan was calculated with: re-plan"))
+        except WorkflowRefused as exc:
+            items.append(ChecklistItem("calibration", "Active calibration = plan's", False, exc.message))
+        # 7. devices connected
+        ok = fresh and self._xrs_identity is not None and (self._readout is None or self._readout_identity is not None)
+        ready = ok and snap.device_state in (XrsState.READY.value, XrsState.ARMED.value)
+        items.append(ChecklistItem(
+            "devices_connected", "Devices connected and ready", ready,
+            (f"X-ray unit {serial} {snap.device_state}" + (f", electrometer {self._readout_identity.serial_number}"
+                                                           if self._readout_identity else "")) if ready else
+            ("the X-ray unit is " + (snap.device_state if snap else "not answering") +
+             ": connect it and run the warm-up until it is READY" if not ok or snap is None else
+             f"the X-ray unit is {snap.device_state}: wait until it is READY (warm-up)")))
+        # 8. record store writable
+        health = self.store.healthcheck()
+        items.append(ChecklistItem("record_store", "Record store writable", health.ok,
+                                   health.reason))
+        checklist = Checklist(tuple(items), utc_now_iso())
+        with self._lock:
+            self._checklist = checklist
+            self._identity_methods = tuple(identity_methods)
+            self._verified_identifiers = (medical_record_number, date_of_birth) if checklist.item(
+                "patient_identity").ok else None
+        self.store.audit(session.username, "pre-treatment checklist",
+                         {"ok": checklist.ok, "items": {i.key: i.ok for i in items}})
+        self._changed("checklist passed" if checklist.ok else
+                      "checklist: " + "; ".join(i.message for i in checklist.failures()))
+        return checklist
 
     def start_treatment(self, session: Session) -> CommandResult:
         """Checklist passed → record draft stored → plan loaded, approved, ready, armed (beam still off)."""
-        raise NotImplementedError
+        self.identity.require(session, Permission.OPERATE_BEAM, "start a treatment")
+        sup = self._require_supervisor()
+        if self._checklist is None or not self._checklist.ok or self._verified_identifiers is None:
+            raise WorkflowRefused("the pre-treatment checklist has not passed: run it and resolve every item")
+        if self._approved is None or not self._approved.fully_approved:
+            raise WorkflowRefused("the plan is not approved by physician and physicist")
+        # no beam that cannot be recorded: the draft exists before anything is armed
+        try:
+            self._ensure_record_draft(session)
+        except (StoreError, OSError, ValueError) as exc:
+            raise WorkflowRefused(f"the delivery record could not be stored ({exc}): no beam without a record; "
+                                  "check the record store") from exc
+        state = self._treat_box.latest().state if self._treat_box.latest() else State.IDLE
+        steps: list[Callable[[], Future]] = []
+        if state in (State.COMPLETED, State.TERMINATED):
+            steps.append(sup.reset)
+        elif state not in (State.IDLE,):
+            if state in (State.PLAN_LOADED, State.APPROVED, State.READY):
+                steps.append(sup.unload_plan)
+            else:
+                raise WorkflowRefused(f"the treatment is {state.value}: finish or resolve it first")
+        mrn, dob = self._verified_identifiers
+        steps += [lambda: sup.load_plan(ApprovedPlan(plan=self._plan)), lambda: sup.approve(self._approved),
+                  lambda: sup.verify_identity(medical_record_number=mrn, date_of_birth=dob),
+                  sup.confirm_ready, sup.arm]
+        result = None
+        for step in steps:
+            result = step().result(timeout=self.command_timeout_s)
+            if not result.ok:
+                break
+        self.store.audit(session.username, "treatment armed" if result.ok else "treatment start refused",
+                         {"record_id": self._record_id, "plan_id": self._plan.plan_id,
+                          "plan_version": self._plan.version, "reason": result.reason})
+        self._changed(result.reason)
+        return result
 
-    def beam_on(self, session: Session) -> CommandResult: raise NotImplementedError
-    def pause(self, session: Session, reason: str = "paused by the operator") -> CommandResult: raise NotImplementedError
-    def resume(self, session: Session) -> CommandResult: raise NotImplementedError
-    def stop(self, session: Session, reason: str = "stopped by the operator") -> CommandResult: raise NotImplementedError
+    def _ensure_record_draft(self, session: Session) -> None:
+        plan = self._plan
+        if self._record_id is not None:
+            refs = list(self._approval_refs)
+
+            def add_refs(record: DeliveryRecord) -> None:
+                known = {a.signature_id for a in record.approvals}
+                record.approvals.extend(a for a in refs if a.signature_id not in known)
+            self._book.update(self._record_id, add_refs)
+            return
+        calibration, cal_doc = self._active_calibration()
+        qa = next(q for q in reversed(self._qa_results()) if q.qa_id == plan.qa_id) \
+            if any(q.qa_id == plan.qa_id for q in self._qa_results()) else None
+        devices = [DeviceIdentity(role="x-ray source", model=self._xrs_identity.model,
+                                  serial_number=self._xrs_identity.serial_number,
+                                  firmware_version=self._xrs_identity.firmware)]
+        if self._readout_identity is not None:
+            r = self._readout_identity
+            devices.append(DeviceIdentity(role="electrometer", manufacturer="PTW", model=f"{r.name} {r.type_number}".strip(),
+                                          serial_number=r.serial_number, firmware_version=r.firmware))
+        record = DeliveryRecord(
+            treatment_date=self._today(),
+            patient=PatientIdentity(medical_record_number=plan.patient.medical_record_number,
+                                    full_name=plan.patient.full_name, date_of_birth=plan.patient.date_of_birth,
+                                    trial_subject_id=plan.patient.trial_subject_id,
+                                    identity_verified_by=list(self._identity_methods)),
+            plan=PlanSummary(plan_id=plan.plan_id, plan_version=plan.version, plan_hash=plan.content_hash,
+                             plan_document_id=self._plan_doc_id, site=plan.cavity.site,
+                             lesion_label=plan.cavity.lesion_label, prescription_gy=plan.prescription_dose_gy,
+                             dose_per_fraction_gy=plan.prescription_dose_gy, applicator_diameter_cm=plan.applicator_cm,
+                             source_serial=plan.source_serial,
+                             surface_dose_rate_gy_per_min=plan.surface_dose_rate_gy_per_min,
+                             planned_time_s=plan.preset_time_s),
+            calibration=CalibrationUsed(calibration_digest=plan.calibration_digest, calibration_document_id=cal_doc,
+                                        source_serial=calibration.source_serial,
+                                        calibration_date=calibration.calibration_date,
+                                        calibrated_by=calibration.calibrated_by),
+            qa=QaUsed(qa_id=plan.qa_id, qa_document_id=plan.qa_id, performed_on=self._today(), k_out=plan.k_out,
+                      result=qa.result.value if qa else "pass"),
+            approvals=list(self._approval_refs), devices=devices, software_version=self.software_version,
+            console=ConsoleIdentity(installation_key_id=self.identity.installation_key.key_id,
+                                    hostname=socket.gethostname(), room=self.room))
+        self._record_id = self._book.start(record, actor=session.username)
+        self._record_signed = False
+
+    def _beam_command(self, session: Session, what: str, call: Callable[[], Future]) -> CommandResult:
+        self.identity.require(session, Permission.OPERATE_BEAM, what)
+        self._require_supervisor()
+        result = call().result(timeout=self.command_timeout_s)
+        self.store.audit(session.username, what, {"ok": result.ok, "reason": result.reason,
+                                                  "state": result.state.value, "record_id": self._record_id})
+        self._changed(result.reason)
+        return result
+
+    def beam_on(self, session: Session) -> CommandResult:
+        if self._record_id is None:
+            raise WorkflowRefused("no delivery record draft exists: start the treatment (checklist) first")
+        with self._outcome_cond:
+            self._delivering = True
+        result = self._beam_command(session, "beam on", self.supervisor.beam_on)
+        if not result.ok:
+            with self._outcome_cond:
+                self._delivering = self.supervisor.sm.state in (State.BEAM_ON, State.PAUSED)
+        return result
+
+    def pause(self, session: Session, reason: str = "paused by the operator") -> CommandResult:
+        return self._beam_command(session, "pause", lambda: self.supervisor.pause(reason))
+
+    def resume(self, session: Session) -> CommandResult:
+        return self._beam_command(session, "resume", self.supervisor.resume)
+
+    def stop(self, session: Session, reason: str = "stopped by the operator") -> CommandResult:
+        return self._beam_command(session, f"stop ({reason})", self.supervisor.stop)
+
     def emergency_stop(self) -> CommandResult:
         """No permission check: anyone at the console may stop the beam."""
-        raise NotImplementedError
+        sup = self._require_supervisor()
+        result = sup.emergency_stop().result(timeout=self.command_timeout_s)
+        self.store.audit("console", "emergency stop", {"reason": result.reason})
+        self._changed(result.reason)
+        return result
 
     def wait_for_end(self, timeout_s: float) -> DeliveryOutcome:
         """Block the caller until the delivery ended and its session is in the record."""
-        raise NotImplementedError
+        deadline = time.monotonic() + timeout_s
+        with self._outcome_cond:
+            ok = self._outcome_cond.wait_for(lambda: not self._delivering, timeout=max(0.0, deadline - time.monotonic()))
+            if not ok or not self._outcomes:
+                raise WorkflowRefused(f"the delivery did not end within {timeout_s:.0f} s")
+            return self._outcomes[-1]
+
+    def _write_reports(self) -> None:
+        """The record writer: one beam session per DeliveryReport, off the supervisor's thread."""
+        while True:
+            report = self._reports.get()
+            if report is None:
+                return
+            try:
+                outcome = self._record_report(report)
+            except Exception as exc:  # noqa: BLE001 - the report must not be lost silently
+                log.exception("delivery report could not be recorded")
+                self._changed(f"the delivery could not be written to the record ({exc}): the journal and device log "
+                              f"{report.device_log_path} hold it; call service before closing the record")
+                outcome = None
+            with self._outcome_cond:
+                if outcome is not None:
+                    self._outcomes.append(outcome)
+                self._delivering = False
+                self._outcome_cond.notify_all()
+            self._changed()
+
+    def _record_report(self, report: DeliveryReport) -> DeliveryOutcome:
+        record_id = self._record_id
+        if record_id is None:
+            raise WorkflowRefused("no record draft for this delivery")
+        segs = report.segments
+        now = self._utc_now()
+        start_utc = segs[0].start_utc if segs else now
+        stop_utc = segs[-1].stop_utc if segs else now
+        cause = TerminationCause(report.termination_cause)
+        holder: dict[str, int] = {}
+
+        def change(record: DeliveryRecord) -> None:
+            index = len(record.sessions) + 1
+            holder["index"] = index
+            record.sessions.append(BeamSession(
+                index=index, delivery_type="CONTINUATION" if index > 1 else report.delivery_type,
+                preset_time_s=report.preset_s, beam_on_utc=start_utc, beam_off_utc=stop_utc,
+                monotonic_start_s=segs[0].start_mono_s if segs else 0.0,
+                monotonic_stop_s=segs[-1].stop_mono_s if segs else 0.0,
+                console_beam_on_s=report.console_beam_on_s, device_beam_on_s=report.device_beam_on_s,
+                dose_gy=DoseByChannel(primary_timer_gy=report.primary_dose_gy,
+                                      secondary_irm_gy=report.secondary_dose_gy),
+                irm_counts=sum(x.irm_counts for x in segs), termination_cause=cause,
+                termination_detail=report.termination_detail, raw_device_log_sha256=report.device_log_sha256))
+            for mono_s, utc, reason, delivered in report.pauses:
+                record.interruptions.append(Interruption(session_index=index, utc=utc, monotonic_s=mono_s,
+                                                         reason=reason, initiated_by="operator",
+                                                         delivered_so_far_gy=delivered))
+            if report.termination is not TerminationStatus.NORMAL:
+                by = {"operator stop": "operator", "interlock": "interlock", "device fault": "device"}.get(
+                    cause.value, "console")
+                record.interruptions.append(Interruption(
+                    session_index=index, utc=stop_utc, monotonic_s=segs[-1].stop_mono_s if segs else 0.0,
+                    reason=report.termination_detail or cause.value, initiated_by=by,
+                    delivered_so_far_gy=report.secondary_dose_gy))
+            for ch in report.interlock_changes:
+                record.interlock_events.append(InterlockEvent(utc=ch.utc, monotonic_s=ch.mono_s, session_index=index,
+                                                              interlock=ch.interlock, state=ch.state,
+                                                              detail=ch.detail))
+        self._book.update(record_id, change)
+        self.store.audit("console", "beam session recorded", {
+            "record_id": record_id, "session": holder["index"], "termination": report.termination.value,
+            "cause": cause.value, "primary_gy": report.primary_dose_gy, "secondary_gy": report.secondary_dose_gy,
+            "device_log_sha256": report.device_log_sha256})
+        return DeliveryOutcome(
+            record_id=record_id, session_index=holder["index"], termination=report.termination,
+            termination_cause=cause.value, planned_time_s=report.preset_s,
+            console_beam_on_s=report.console_beam_on_s, device_beam_on_s=report.device_beam_on_s,
+            primary_dose_gy=report.primary_dose_gy, secondary_dose_gy=report.secondary_dose_gy,
+            interlocks=tuple(sorted({c.interlock for c in report.interlock_changes if c.state == "raised"})),
+            interruptions=tuple(p[2] for p in report.pauses))
 
     def finish_record(self, session: Session, password: str, *, comments: str = "") -> str:
         """Finalise the record (totals, completion) and sign 'performed delivery' (countersigned by the
         installation key). Returns the record id."""
-        raise NotImplementedError
+        self.identity.require(session, Permission.PERFORM_DELIVERY, "sign the delivery record")
+        if self._record_id is None:
+            raise WorkflowRefused("there is no delivery record to finish")
+        if self._delivering:
+            raise WorkflowRefused("the delivery is still running: the record is finished after the beam is off")
+        self.identity.verify_password(session, password)
+        record = self._book.load(self._record_id)
+        delivered = sum(x.dose_gy.secondary_irm_gy for x in record.sessions)
+        tolerance = self.config.delivery.record_hardware_agreement_fraction
+        complete = record.sessions and abs(delivered - record.plan.prescription_gy) <= \
+            tolerance * record.plan.prescription_gy
+        self._book.finalise(self._record_id, actor=session.username,
+                            completion="complete" if complete else "incomplete", comments=comments)
+        self.identity.sign(session, password, self._record_id, Meaning.PERFORMED_DELIVERY)
+        with self._lock:
+            self._record_signed = True
+            self._recovery = None
+        self._changed(f"record {self._record_id} finalised ({'complete' if complete else 'incomplete'}) and signed by "
+                      f"{session.full_name}")
+        return self._record_id
+
+    @property
+    def record_id(self) -> str | None:
+        return self._record_id
 
     # -- continuation and recovery ----------------------------------------------------------------------
     def plan_continuation(self, session: Session, password: str) -> Plan:
         """After a stop/interlock/fault/recovery: a new plan version (CONTINUATION) for the remainder,
         delivered into the same record; needs both approvals again."""
-        raise NotImplementedError
+        self.identity.require(session, Permission.PRESCRIBE, "prescribe a continuation")
+        if self._plan is None or self._record_id is None:
+            raise WorkflowRefused("there is no interrupted delivery to continue")
+        if self._delivering or self._recovery is not None:
+            raise WorkflowRefused("decide the interruption first (the beam must be off and the delivery recorded)")
+        record = self._book.load(self._record_id)
+        delivered_gy = sum(x.dose_gy.secondary_irm_gy for x in record.sessions)
+        prescription = record.plan.prescription_gy
+        if delivered_gy >= prescription * (1 - self.config.delivery.record_hardware_agreement_fraction):
+            raise WorkflowRefused(f"{delivered_gy:.3f} Gy of {prescription:g} Gy are recorded: nothing remains to "
+                                  "deliver; finish the record")
+        calibration, _ = self._active_calibration()
+        time_ = compute_treatment_time(prescription_dose_gy=prescription, applicator_cm=self._plan.applicator_cm,
+                                       protocol=self.protocol, calibration=calibration.to_source_calibration(),
+                                       qa_results=self._qa_results(),
+                                       device_source_serial=self._xrs_identity.serial_number, today=self._today(),
+                                       config=self.config, previously_delivered_gy=round(delivered_gy, 6))
+        plan = self._plan.revised(
+            created_at=self._utc_now(), created_by=session.username, delivery_type=DeliveryType.CONTINUATION,
+            previously_delivered_gy=time_.prescription_dose_gy - time_.dose_to_deliver_gy,
+            treatment_time_s=time_.treatment_time_s, preset_time_s=time_.preset_time_s, k_out=time_.k_out,
+            qa_id=time_.qa_id, surface_dose_rate_gy_per_min=time_.surface_dose_rate_gy_per_min,
+            calibration_digest=time_.calibration_digest)
+        self._store_plan(session, password, plan, new_record=False)
+        self.store.audit(session.username, "continuation planned", {
+            "record_id": self._record_id, "plan_id": plan.plan_id, "plan_version": plan.version,
+            "previously_delivered_gy": plan.previously_delivered_gy, "preset_s": plan.preset_time_s})
+        self._changed(f"continuation v{plan.version}: {plan.dose_to_deliver_gy:.3f} Gy in {plan.preset_time_s:.1f} s; "
+                      "awaiting physician and physicist approval")
+        return plan
 
     def recovery(self) -> RecoveryInfo | None:
-        raise NotImplementedError
+        return self._recovery
+
+    def _build_recovery(self) -> RecoveryInfo:
+        sup = self.supervisor
+        unfinished = sup.unfinished
+        reading = sup.recovered_reading
+        record_id, plan, plan_doc = None, None, None
+        for doc in self.store.find_documents(kind=PLAN_KIND):
+            try:
+                candidate = Plan.model_validate(doc.data)
+            except ValueError:
+                continue
+            if candidate.content_hash == unfinished.plan_hash:
+                plan, plan_doc = candidate, doc.doc_id
+        for doc in self.store.find_documents(kind="delivery_record", status="draft"):
+            if plan is not None and doc.data.get("plan", {}).get("plan_id") == plan.plan_id:
+                record_id = doc.doc_id
+        with self._lock:
+            if plan is not None:
+                self._patient, self._plan, self._plan_doc_id = plan.patient, plan, plan_doc
+                self._approved = None
+            self._record_id = record_id
+        delivered = reading.delivered_gy if reading is not None else None
+        message = (f"the console restarted during treatment {unfinished.treatment_id} (plan {unfinished.plan_id}): "
+                   f"journal {unfinished.elapsed_s:.1f} s of {unfinished.preset_s:.1f} s, "
+                   f"{unfinished.irm_dose_gy:.3f} Gy; "
+                   + (f"the unit reports {delivered:.3f} Gy delivered ({reading.detail}). " if delivered is not None
+                      else f"{reading.detail if reading else 'the unit was not read'}. ")
+                   + "The beam is off and will not restart by itself: a physicist or physician decides to deliver "
+                     "the remainder as a continuation or to close the record.")
+        return RecoveryInfo(
+            treatment_id=unfinished.treatment_id, plan_id=unfinished.plan_id, plan_hash=unfinished.plan_hash,
+            preset_s=unfinished.preset_s, journal_elapsed_s=unfinished.elapsed_s,
+            journal_irm_dose_gy=unfinished.irm_dose_gy,
+            device_irm_dose_gy=delivered, device_beam_on_time_s=reading.beam_on_time_s if reading else None,
+            device_state=reading.device_state if reading else None, delivered_dose_gy=delivered,
+            record_id=record_id, message=message)
 
     def decide_recovery(self, session: Session, password: str, *, decision: str, acknowledgement: str) -> RecoveryInfo:
         """Authorised decision after a crash (physicist or physician): 'continue' (the remainder will be a
         continuation plan) or 'close' (the record is finalised incomplete). Never switches the beam on."""
-        raise NotImplementedError
+        self.identity.require(session, Permission.APPROVE_PLAN, "decide how an interrupted treatment goes on")
+        info = self._recovery
+        if info is None:
+            raise WorkflowRefused("there is no interrupted treatment to decide on")
+        if decision not in ("continue", "close"):
+            raise WorkflowRefused(f"decision {decision!r} is not one of 'continue' or 'close'")
+        if not acknowledgement or not acknowledgement.strip():
+            raise WorkflowRefused("write what was checked (unit counters, patient, record) before deciding")
+        if info.delivered_dose_gy is None:
+            raise WorkflowRefused("the unit's dose counter could not be read: read it at the unit and reconnect "
+                                  "before deciding")
+        self.identity.verify_password(session, password)
+        sup = self._require_supervisor()
+        result = sup.acknowledge_interruption(delivered_dose_gy=info.delivered_dose_gy,
+                                              acknowledgement=acknowledgement).result(timeout=self.command_timeout_s)
+        if not result.ok:
+            raise WorkflowRefused(result.reason)
+        if info.record_id is not None and self._plan is not None:
+            self._record_recovered_session(info)
+        if info.device_state == XrsState.FAULT.value:
+            r = sup.reset_device_fault(acknowledgement=acknowledgement).result(timeout=self.command_timeout_s)
+            if not r.ok:
+                raise WorkflowRefused(r.reason)
+        deadline = time.monotonic() + 2.0
+        role = ClearRole.PHYSICIST if Role(session.role) is Role.MEDICAL_PHYSICIST else ClearRole.PHYSICIAN
+        for iid in (InterlockId.DEVICE_FAULT, InterlockId.LINK_LOST):
+            while time.monotonic() < deadline:
+                snap = self._treat_box.latest()
+                if snap is None or iid not in {x.id for x in snap.interlocks}:
+                    break
+                r = sup.clear_interlock(iid, role=role if iid is InterlockId.LINK_LOST else ClearRole.PHYSICIST,
+                                        acknowledgement=acknowledgement).result(timeout=self.command_timeout_s)
+                if r.ok:
+                    break
+                time.sleep(0.1)
+        sup.reset().result(timeout=self.command_timeout_s)
+        self.store.audit(session.username, "interrupted treatment decided", {
+            "treatment_id": info.treatment_id, "decision": decision, "delivered_dose_gy": info.delivered_dose_gy,
+            "acknowledgement": acknowledgement.strip(), "record_id": info.record_id})
+        with self._lock:
+            self._recovery = None
+        self._changed("interruption acknowledged: " + ("plan the continuation for the remainder" if decision == "continue"
+                                                       else "finish and sign the record (incomplete)"))
+        return info
+
+    def _record_recovered_session(self, info: RecoveryInfo) -> None:
+        plan = self._plan
+        rate_gy_per_s = plan.dose_to_deliver_gy / plan.treatment_time_s
+        beam_s = info.device_beam_on_time_s or 0.0
+        log_path = self.journal_dir / f"device-log-{info.treatment_id}.jsonl"
+        digest = hashlib.sha256(log_path.read_bytes() if log_path.exists() else info.message.encode()).hexdigest()
+        now = self._utc_now()
+        mono = self._clock.now_s()
+
+        def change(record: DeliveryRecord) -> None:
+            index = len(record.sessions) + 1
+            record.sessions.append(BeamSession(
+                index=index, delivery_type="CONTINUATION" if index > 1 else plan.delivery_type.value,
+                preset_time_s=info.preset_s, beam_on_utc=now, beam_off_utc=now, monotonic_start_s=mono,
+                monotonic_stop_s=mono, console_beam_on_s=info.journal_elapsed_s, device_beam_on_s=beam_s,
+                dose_gy=DoseByChannel(primary_timer_gy=min(beam_s, info.preset_s) * rate_gy_per_s,
+                                      secondary_irm_gy=info.delivered_dose_gy or 0.0),
+                termination_cause=TerminationCause(CAUSE_UNKNOWN),
+                termination_detail=("console stopped during the delivery; beam times are not known to the console "
+                                    "(recorded at recovery); " + info.message)[:2000],
+                raw_device_log_sha256=digest))
+            record.interruptions.append(Interruption(
+                session_index=index, utc=now, monotonic_s=mono, initiated_by="console",
+                reason="console restarted during the treatment; the unit stopped the beam by itself",
+                delivered_so_far_gy=info.delivered_dose_gy))
+        self._book.update(info.record_id, change)
+
+
+def _approval_ref(row) -> ApprovalRef:
+    return ApprovalRef(meaning=row.meaning, printed_name=row.printed_name, role=row.role,
+                       signer_user_id=row.signer_user_id, signed_utc=row.signed_utc, signature_id=row.sig_id,
+                       signed_document_id=row.doc_id, signed_content_hash=row.content_hash)
