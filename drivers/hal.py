@@ -155,8 +155,10 @@ LinkListener = Callable[[LinkEvent], None]
 class XraySource(Protocol):
     """The IORT X-ray unit. Every call blocks until the unit answered or raises DeviceError.
 
-    Calls must come from one thread (the supervisor's); the driver's own I/O thread does the
-    bytes. The driver never sends traffic on its own: the watchdog must see the caller's silence.
+    Calls must come from one thread (the supervisor's). The calling thread writes its request
+    itself (beam off must not wait for a read timeout); the driver's own I/O thread reads, decodes
+    and matches replies. The driver never sends traffic on its own: the device watchdog must see
+    the caller's silence.
     """
 
     def connect(self) -> XrsIdentity: ...
