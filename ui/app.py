@@ -140,6 +140,7 @@ class ConsoleWindow(QMainWindow):
         self.patient_label.setObjectName("patientHeader")
         self.lock_button = make_button("Lock", name="lockButton")
         self.logout_button = make_button("Sign out", name="logoutButton")
+        header.setSpacing(24)
         header.addWidget(self.user_label)
         header.addWidget(self.patient_label, 1)
         header.addWidget(self.lock_button)
@@ -151,7 +152,7 @@ class ConsoleWindow(QMainWindow):
         self.nav_box = QWidget()
         nav = QVBoxLayout(self.nav_box)
         nav.setContentsMargins(0, 0, 0, 0)
-        self.nav_box.setFixedWidth(300)
+        self.nav_box.setFixedWidth(330)
         body.addWidget(self.nav_box)
         self.stack = QStackedWidget()
         body.addWidget(self.stack, 1)
@@ -219,7 +220,7 @@ class ConsoleWindow(QMainWindow):
         return next((k for k, w in self.screens.items() if w is widget), None)
 
     def show_screen(self, key: str) -> None:
-        if self.ctx.session is None or key not in self.screens or not self.nav_buttons[key].isVisible():
+        if self.ctx.session is None or key not in self.screens or self.nav_buttons[key].isHidden():
             return
         screen = self.screens[key]
         self.stack.setCurrentWidget(screen)
@@ -244,7 +245,7 @@ class ConsoleWindow(QMainWindow):
         self.ctx.set_session(session)
         self._locked_user = None
         self.alarm.user_name = session.full_name
-        self.user_label.setText(f"{session.full_name} · {session.role}")
+        self.user_label.setText(f"Signed in: {session.full_name} ({session.role})")
         for key, button in self.nav_buttons.items():
             button.setVisible(Role(session.role) in NAVIGATION[key][1])
         self.nav_box.setVisible(True)
@@ -257,7 +258,7 @@ class ConsoleWindow(QMainWindow):
         elif status is not None and status.recovery is not None and status.step.value == "interrupted":
             target = "recovery"
         else:
-            target = next((k for k, b in self.nav_buttons.items() if b.isVisibleTo(self.nav_box)), "record")
+            target = next((k for k, b in self.nav_buttons.items() if not b.isHidden()), "record")
         self.show_screen(target)
 
     def lock(self) -> None:

@@ -81,7 +81,7 @@ def style_sheet() -> str:
     QPushButton[kind="primary"]:disabled, QPushButton[kind="go"]:disabled, QPushButton[kind="warn"]:disabled {{
                    background: #1f262d; color: #6d7a86; border: 2px dashed #3a4652; }}
     QPushButton[size="big"] {{ min-height: 100px; font-size: {HEADING_FONT_PX - 4}px; font-weight: 800; }}
-    QPushButton[kind="nav"] {{ text-align: left; padding-left: 18px; }}
+    QPushButton[kind="nav"] {{ text-align: left; padding-left: 14px; font-size: {LABEL_FONT_PX - 2}px; }}
     QPushButton[kind="nav"]:checked {{ background: #1565c0; border-color: #9cc8ff; }}
     QLineEdit, QComboBox, QDateEdit, QPlainTextEdit, QListWidget, QTableWidget {{
                    background: #0b0f13; color: {TEXT}; border: 2px solid #5c6b7a; border-radius: 8px;

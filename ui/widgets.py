@@ -12,6 +12,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QApplication, QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout,
                                QWidget)
 
+from orconsole.interlocks import Effect, Latching
 from orconsole.statemachine import State
 from ui import theme
 
@@ -112,6 +113,7 @@ class InterlockList(QFrame):
         self._key = key
         for item in self._items:
             self._layout.removeWidget(item)
+            item.setParent(None)
             item.deleteLater()
         self._items = []
         self.texts = [s.text for s in interlocks]
@@ -120,12 +122,13 @@ class InterlockList(QFrame):
             label.setStyleSheet(f"color: {theme.OK_GREEN}; font-weight: 700;")
             self._items.append(label)
         for s in interlocks:
-            stop = "STOPS BEAM" if s.effect.value == "terminates_beam" else "BLOCKS START"
-            latched = " · latched, must be cleared" if s.latching.value == "latched" and not s.condition_present \
-                else ""
+            stop = "STOPS BEAM" if s.effect is Effect.TERMINATES_BEAM else "BLOCKS START"
+            latched = " · LATCHED: a person must clear it" if s.latching is Latching.LATCHED \
+                and not s.condition_present else ""
             detail = f" ({s.detail})" if s.detail else ""
             label = make_label(f"⚠ {s.title.upper()} — {stop}{latched}\n{s.message}{detail}\n→ {s.remediation}",
                                wrap=True)
+            label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
             label.setStyleSheet(f"background: #3a1010; color: #ffffff; border-left: 10px solid {theme.DANGER_RED};"
                                 f" padding: 8px; font-size: {theme.LABEL_FONT_PX - 2}px;")
             label.setAccessibleName(s.text)
