@@ -516,15 +516,22 @@ class OutputCheck:
         self._beam_may_be_on = True
         self.xrs.beam_on(plan_hash=plan_hash)
         started_s = self.monotonic()
-        status = self.xrs.status()
-        while self.monotonic() - started_s < exposure_s:
+        while True:
+            # poll the unit (it must still be irradiating); the last stretch is slept without a poll so that
+            # beam off follows the end of the exposure as closely as possible (timing jitter is spread)
+            status = self.xrs.status()
             if status.state not in (XrsState.RAMP_UP, XrsState.BEAM_ON, XrsState.ARMED):
                 raise QaIncomplete(
                     f"the beam ended early during reading {index} (unit state {status.state.value}, "
                     f"cause {status.last_beam_off_cause.value}, faults {status.faults!r}): "
                     "find the cause, clear it and repeat the check")
-            self.sleep(min(policy.poll_period_s, max(0.0, exposure_s - (self.monotonic() - started_s))))
-            status = self.xrs.status()
+            remaining_s = exposure_s - (self.monotonic() - started_s)
+            if remaining_s > policy.poll_period_s:
+                self.sleep(policy.poll_period_s)
+                continue
+            if remaining_s > 0:
+                self.sleep(remaining_s)
+            break
         self.xrs.beam_off(BeamOffReason.QA_EXPOSURE_END)
         deadline = self.monotonic() + policy.beam_settle_timeout_s
         status = self.xrs.status()
