@@ -139,3 +139,37 @@ def test_source_output_ten_percent_low_fails_and_blocks_treatment(bench, devices
     with pytest.raises(Refused) as refused:
         todays_output_check(results, source_serial=record.source_serial, today=record.performed_on)
     assert refused.value.code == "qa_failed"
+
+
+def test_zeroing_waits_out_the_electrometer_warm_up(bench, devices):
+    import time
+
+    bench.unidos_model.warmup_s = 2.0
+    steps = []
+    xrs, readout = devices
+    started = time.monotonic()
+    record = OutputCheck(xrs=xrs, readout=readout, calibration=fast_calibration(),
+                         on_step=steps.append).run(OutputCheckRequest("20", "101.325"))
+    assert record.result is QaOutcome.PASS
+    assert "electrometer warming up; waiting to zero" in steps
+    assert steps.index("zero correction passed") > steps.index("electrometer warming up; waiting to zero")
+    assert time.monotonic() - started >= 1.5
+
+
+def test_isotropy_reads_the_photodiodes_with_the_beam_on_and_switches_it_off(bench, devices):
+    from orconsole.qa import run_isotropy_check
+
+    xrs, _ = devices
+    record = run_isotropy_check(xrs, fast_calibration())
+    assert record.passed and set(record.readings) == {"plus_x", "minus_x", "plus_y", "minus_y", "plus_z"}
+    assert all(abs(v) < 0.03 for v in record.deviations.values())
+    assert beam_is_off(bench)
+
+
+def test_isotropy_fails_when_the_output_drops(bench, devices):
+    from orconsole.qa import run_isotropy_check
+
+    bench.xrs_model.inject("output_drop", fraction=0.10)
+    record = run_isotropy_check(devices[0], fast_calibration())
+    assert not record.passed and "FAIL" in record.message
+    assert beam_is_off(bench)
