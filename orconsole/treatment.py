@@ -261,6 +261,7 @@ class TreatmentService:
         self._patient: Patient | None = None
         self._plan: Plan | None = None
         self._plan_doc_id: str | None = None
+        self._plan_doc_hash: str | None = None     # the store's content hash of the plan document (signed)
         self._approved: ApprovedPlan | None = None
         self._approval_refs: list[ApprovalRef] = []
         self._approval_infos: list[ApprovalInfo] = []
@@ -537,7 +538,7 @@ class TreatmentService:
                                          subject=plan.patient.medical_record_number, final=True)
         row = self.identity.sign(session, password, doc.doc_id, Meaning.PRESCRIBED)
         with self._lock:
-            self._plan, self._plan_doc_id = plan, doc.doc_id
+            self._plan, self._plan_doc_id, self._plan_doc_hash = plan, doc.doc_id, doc.content_hash
             self._approved = ApprovedPlan(plan=plan)
             self._approval_infos = []
             self._approval_refs = [r for r in self._approval_refs] if not new_record else []
@@ -752,7 +753,7 @@ class TreatmentService:
                                     full_name=plan.patient.full_name, date_of_birth=plan.patient.date_of_birth,
                                     trial_subject_id=plan.patient.trial_subject_id,
                                     identity_verified_by=list(self._identity_methods)),
-            plan=PlanSummary(plan_id=plan.plan_id, plan_version=plan.version, plan_hash=plan.content_hash,
+            plan=PlanSummary(plan_id=plan.plan_id, plan_version=plan.version, plan_hash=self._plan_doc_hash,
                              plan_document_id=self._plan_doc_id, site=plan.cavity.site,
                              lesion_label=plan.cavity.lesion_label, prescription_gy=plan.prescription_dose_gy,
                              dose_per_fraction_gy=plan.prescription_dose_gy, applicator_diameter_cm=plan.applicator_cm,
@@ -966,13 +967,15 @@ class TreatmentService:
             except ValueError:
                 continue
             if candidate.content_hash == unfinished.plan_hash:
-                plan, plan_doc = candidate, doc.doc_id
+                plan, plan_doc = candidate, doc
+
         for doc in self.store.find_documents(kind="delivery_record", status="draft"):
             if plan is not None and doc.data.get("plan", {}).get("plan_id") == plan.plan_id:
                 record_id = doc.doc_id
         with self._lock:
             if plan is not None:
-                self._patient, self._plan, self._plan_doc_id = plan.patient, plan, plan_doc
+                self._patient, self._plan = plan.patient, plan
+                self._plan_doc_id, self._plan_doc_hash = plan_doc.doc_id, plan_doc.content_hash
                 self._approved = None
             self._record_id = record_id
         delivered = reading.delivered_gy if reading is not None else None
