@@ -24,8 +24,8 @@ from drivers.hal import (BeamOffReason, DoseReadout, IsotropyReading, ReadoutFla
                          XrsIdentity, XrsState)
 from orconsole.config import SiteConfig
 from orconsole.models import QaOutcome, QaResult
-from orconsole.qa_models import (Acknowledgement, CalibrationRecord, ChargeReading, Instruments, IsotropyRecord,
-                                 MechanicsRecord, OutputCheckRecord, QaRecord)
+from orconsole.qa_models import (Acknowledgement, CalibrationRecord, ChargeReading, Instruments, IsotropyBaseline,
+                                 IsotropyRecord, MechanicsRecord, OutputCheckRecord, QaRecord)
 
 P0_KPA = 101.325
 KELVIN_OFFSET = 273.15
@@ -599,6 +599,7 @@ def evaluate_isotropy(reading: IsotropyReading | dict[str, float], *, source_ser
                       now: datetime | None = None) -> IsotropyRecord:
     """Per-direction deviation reading / baseline − 1; pass when every |deviation| ≤ tolerance."""
     policy = policy or QaPolicy()
+    against = "the recorded baseline" if baseline else "nominal 1.0 (no baseline recorded for this source)"
     baseline = dict(baseline or DEFAULT_ISOTROPY_BASELINE)
     values = reading if isinstance(reading, dict) else {d: getattr(reading, d) for d in ISOTROPY_DIRECTIONS}
     deviations: dict[str, float] = {}
@@ -618,6 +619,7 @@ def evaluate_isotropy(reading: IsotropyReading | dict[str, float], *, source_ser
     else:
         worst = max(deviations.values(), key=abs)
         message = f"PASS: every direction within ±{tol:.1f} % (largest {worst * 100:+.2f} %)"
+    message += f"; compared with {against}"
     return IsotropyRecord(qa_id=f"qa-isotropy-{uuid.uuid4()}", source_serial=source_serial,
                           performed_on=today or date.today(),
                           performed_at=now or datetime.now(timezone.utc).astimezone(), performed_by=performed_by,
@@ -626,13 +628,46 @@ def evaluate_isotropy(reading: IsotropyReading | dict[str, float], *, source_ser
                           tolerance_fraction=policy.isotropy_tolerance_fraction, passed=not bad, message=message)
 
 
+def make_isotropy_baseline(reading: IsotropyReading | dict[str, float], *, source_serial: str, recorded_by: str,
+                           note: str = "", today: date | None = None,
+                           now: datetime | None = None) -> IsotropyBaseline:
+    """A new baseline from one photodiode reading; refused when a direction is missing or not plausible."""
+    values = reading if isinstance(reading, dict) else {d: getattr(reading, d) for d in ISOTROPY_DIRECTIONS}
+    for d in ISOTROPY_DIRECTIONS:
+        v = values.get(d)
+        if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or not 0.5 <= v <= 1.5:
+            raise QaInputError(f"isotropy baseline {d} = {v!r} is not plausible (expected about 1.0 relative to the "
+                               "acceptance reading): check the photodiode array before recording a baseline")
+    return IsotropyBaseline(baseline_id=f"qa-baseline-{uuid.uuid4()}", source_serial=source_serial,
+                            readings={d: float(values[d]) for d in ISOTROPY_DIRECTIONS},
+                            recorded_on=today or date.today(),
+                            recorded_at=now or datetime.now(timezone.utc).astimezone(), recorded_by=recorded_by,
+                            note=note)
+
+
+def read_isotropy_with_beam(xrs: XraySource, calibration: CalibrationRecord, *, policy: QaPolicy | None = None,
+                            connect: bool = True, sleep: Callable[[float], None] = time.sleep,
+                            monotonic: Callable[[], float] = time.monotonic) -> IsotropyReading:
+    """The photodiode reading of a short QA exposure at full HV (the beam is always switched off after)."""
+    return _isotropy_reading(xrs, calibration, policy=policy or QaPolicy(), connect=connect, sleep=sleep,
+                             monotonic=monotonic)
+
+
 def run_isotropy_check(xrs: XraySource, calibration: CalibrationRecord, *, baseline: dict[str, float] | None = None,
                        policy: QaPolicy | None = None, performed_by: str = "headless", connect: bool = True,
                        sleep: Callable[[float], None] = time.sleep,
                        monotonic: Callable[[], float] = time.monotonic) -> IsotropyRecord:
     """Switch the beam on for a short QA exposure, read the photodiode array at full HV, switch the beam
-    off (always), and evaluate the reading against the baseline."""
+    off (always), and evaluate the reading against the baseline (None: nominal 1.0 in every direction)."""
     policy = policy or QaPolicy()
+    reading = _isotropy_reading(xrs, calibration, policy=policy, connect=connect, sleep=sleep, monotonic=monotonic)
+    return evaluate_isotropy(reading, source_serial=calibration.source_serial, baseline=baseline, policy=policy,
+                             performed_by=performed_by)
+
+
+def _isotropy_reading(xrs: XraySource, calibration: CalibrationRecord, *, policy: QaPolicy, connect: bool,
+                      sleep: Callable[[float], None], monotonic: Callable[[], float]) -> IsotropyReading:
     beam_may_be_on = False
     try:
         if connect:
@@ -677,8 +712,7 @@ def run_isotropy_check(xrs: XraySource, calibration: CalibrationRecord, *, basel
                 xrs.beam_off(BeamOffReason.QA_EXPOSURE_END)
             except DeviceError:
                 pass  # the unit's backup timer ends the exposure
-    return evaluate_isotropy(reading, source_serial=calibration.source_serial, baseline=baseline, policy=policy,
-                             performed_by=performed_by)
+    return reading
 
 
 def evaluate_mechanics(*, source_serial: str, probe_straightness_mm: float, beam_centering_mm: float,
@@ -726,6 +760,8 @@ class QaRepository(Protocol):
     def acknowledge(self, ack: Acknowledgement) -> None: ...
     def mark_signed(self, qa_id: str, printed_name: str) -> None: ...
     def records(self, *, source_serial: str | None = None, kind: str | None = None) -> list[StoredQa]: ...
+    def save_baseline(self, baseline: IsotropyBaseline) -> str: ...
+    def baseline(self, source_serial: str) -> IsotropyBaseline | None: ...
 
 
 def _parse_record(data: dict) -> QaRecord:
@@ -744,6 +780,15 @@ class InMemoryQaRepository:
 
     def __init__(self) -> None:
         self._items: list[StoredQa] = []
+        self._baselines: list[IsotropyBaseline] = []
+
+    def save_baseline(self, baseline: IsotropyBaseline) -> str:
+        self._baselines.append(baseline)
+        return baseline.baseline_id
+
+    def baseline(self, source_serial: str) -> IsotropyBaseline | None:
+        matching = [b for b in self._baselines if b.source_serial == source_serial]
+        return matching[-1] if matching else None
 
     def save(self, record: QaRecord) -> str:
         if any(s.record.qa_id == record.qa_id for s in self._items):
@@ -772,6 +817,7 @@ class InMemoryQaRepository:
 
 QA_DOC_KIND = "qa_result"
 QA_ACK_DOC_KIND = "qa_acknowledgement"
+QA_BASELINE_DOC_KIND = "qa_baseline"
 
 
 class StoreQaRepository:
@@ -794,6 +840,20 @@ class StoreQaRepository:
 
     def mark_signed(self, qa_id: str, printed_name: str) -> None:
         """Signatures are rows in the store (logs.signing); nothing to do here."""
+
+    def save_baseline(self, baseline: IsotropyBaseline) -> str:
+        doc = self.store.create_document(QA_BASELINE_DOC_KIND, baseline.model_dump(mode="json"),
+                                         actor=baseline.recorded_by, subject=baseline.source_serial,
+                                         doc_id=baseline.baseline_id, final=True)
+        return doc.doc_id
+
+    def baseline(self, source_serial: str) -> IsotropyBaseline | None:
+        """The latest baseline of the source that a physicist signed ('approved calibration')."""
+        for doc in reversed(self.store.find_documents(kind=QA_BASELINE_DOC_KIND, subject=source_serial,
+                                                      status="final")):
+            if any(s.meaning == "approved calibration" for s in self.store.signatures_for(doc.doc_id)):
+                return IsotropyBaseline.model_validate(doc.data)
+        return None
 
     def records(self, *, source_serial: str | None = None, kind: str | None = None) -> list[StoredQa]:
         out = []

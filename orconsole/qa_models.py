@@ -127,6 +127,18 @@ class IsotropyRecord(_Frozen):
     message: str
 
 
+class IsotropyBaseline(_Frozen):
+    """The photodiode readings a physicist accepted as the source's isotropy baseline (one version)."""
+
+    baseline_id: str
+    source_serial: str
+    readings: dict[str, float]             # direction -> photodiode reading at acceptance
+    recorded_on: date
+    recorded_at: datetime
+    recorded_by: str
+    note: str = ""
+
+
 class MechanicsRecord(_Frozen):
     kind: Literal["mechanics"] = "mechanics"
     qa_id: str

@@ -61,6 +61,9 @@ def register(subparsers) -> None:
 
     i = sub.add_parser("isotropy", help="photodiode isotropy (±X, ±Y, +Z) against the source's baseline")
     i.add_argument("--json", action="store_true")
+    i.add_argument("--set-baseline", action="store_true",
+                   help="record this reading as the source's new isotropy baseline (a physicist signs it)")
+    i.add_argument("--note", default="", help="with --set-baseline: why the baseline is (re)recorded")
     _add_signer(i, meaning="performed QA")
     _add_device_options(i)
     i.set_defaults(func=cmd_isotropy)
@@ -341,12 +344,22 @@ def _save_and_sign(store, record, ids, session, password) -> list[str]:
 @_guard
 def cmd_isotropy(args) -> int:
     from orconsole.calibration import StoreCalibrationRepository, active_calibration_or_interlock
-    from orconsole.qa import QaIncomplete, run_isotropy_check
+    from orconsole.qa import (QaIncomplete, StoreQaRepository, evaluate_isotropy, make_isotropy_baseline,
+                              read_isotropy_with_beam)
 
     policy = _policy(args)
+    if args.set_baseline and not args.sign_as:
+        print("qa: --set-baseline needs --sign-as USERNAME (a medical physicist records and signs the baseline)",
+              file=sys.stderr)
+        return EXIT_USAGE
     store = _store(args)
     try:
         ids, session, password = _login(args, store)
+        if args.set_baseline:
+            from orconsole.identity import Permission
+
+            ids.require(session, Permission.CHANGE_QA_BASELINE, "record an isotropy baseline")
+        repo = StoreQaRepository(store)
         xrs, readout = _open_devices(args)
         _close(readout)
         try:
@@ -354,16 +367,29 @@ def cmd_isotropy(args) -> int:
             calibration = active_calibration_or_interlock(StoreCalibrationRepository(store), identity.serial_number,
                                                           max_validity_days=policy.calibration_max_validity_days)
             try:
-                record = run_isotropy_check(xrs, calibration, policy=policy, connect=False,
-                                            performed_by=session.username if session else "headless (unsigned)")
+                reading = read_isotropy_with_beam(xrs, calibration, policy=policy, connect=False)
             except QaIncomplete as exc:
                 _emit(args, {"result": "incomplete", "reason": exc.message},
                       f"qa: isotropy check NOT completed: {exc.message}", error=True)
                 return EXIT_INCOMPLETE
         finally:
             _close(xrs)
+        if args.set_baseline:
+            baseline = make_isotropy_baseline(reading, source_serial=calibration.source_serial,
+                                              recorded_by=session.username, note=args.note)
+            repo.save_baseline(baseline)
+            row = ids.sign(session, password, baseline.baseline_id, "approved calibration")
+            _emit(args, {"baseline_id": baseline.baseline_id, "source_serial": baseline.source_serial,
+                         "readings": baseline.readings, "signed_by": [row.printed_name], "result": "baseline recorded"},
+                  f"isotropy baseline {baseline.baseline_id} of source {baseline.source_serial} recorded and signed by "
+                  f"{row.printed_name}: {baseline.readings}")
+            return EXIT_OK
+        recorded = repo.baseline(calibration.source_serial)
+        record = evaluate_isotropy(reading, source_serial=calibration.source_serial,
+                                   baseline=recorded.readings if recorded else None, policy=policy,
+                                   performed_by=session.username if session else "headless (unsigned)")
         signed = _save_and_sign(store, record, ids, session, password)
-        payload = {"qa_id": record.qa_id, "source_serial": record.source_serial,
+        payload = {"qa_id": record.qa_id, "baseline_id": recorded.baseline_id if recorded else None, "source_serial": record.source_serial,
                    "result": "pass" if record.passed else "fail", "readings": record.readings,
                    "deviations_percent": {d: v * 100 for d, v in record.deviations.items()},
                    "tolerance_percent": record.tolerance_fraction * 100, "message": record.message, "signed_by": signed}

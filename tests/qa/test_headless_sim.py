@@ -102,3 +102,23 @@ def test_headless_without_an_active_calibration_is_refused(tmp_path, monkeypatch
         assert code == 2 and "no active calibration" in payload["reason"]
     finally:
         reset_benches()
+
+
+def test_isotropy_baseline_recorded_by_a_physicist_then_checked_against(setup, monkeypatch, capsys):
+    db, name, bench = setup
+    base = ["--xrs", f"sim://xrs?bench={name}", "--readout", f"sim://unidos?bench={name}", "--db", db, "qa",
+            "isotropy", "--json"]
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORDS["tom"] + "\n"))
+    assert main([*base, "--set-baseline", "--sign-as", "tom", "--password-stdin"]) == 2     # a therapist cannot
+    assert "cannot" in json.loads(capsys.readouterr().out)["reason"]
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORDS["pia"] + "\n"))
+    assert main([*base, "--set-baseline", "--note", "acceptance", "--sign-as", "pia", "--password-stdin"]) == 0
+    baseline = json.loads(capsys.readouterr().out)
+    assert baseline["result"] == "baseline recorded" and baseline["signed_by"] == ["Dr. Pia Physicist"]
+    assert main(base) == 0
+    check = json.loads(capsys.readouterr().out)
+    assert check["result"] == "pass" and check["baseline_id"] == baseline["baseline_id"]
+    assert all(abs(v) < 1.0 for v in check["deviations_percent"].values())
+    bench.xrs_model.inject("output_drop", fraction=0.08)
+    assert main(base) == 1
+    assert json.loads(capsys.readouterr().out)["result"] == "fail"

@@ -231,3 +231,19 @@ def test_a_sagging_chamber_voltage_stops_the_check_even_with_the_right_setpoint(
     with pytest.raises(QaIncomplete, match="measures 120 V"):
         check.run(OutputCheckRequest("20", "101.3"))
     assert "beam_on" not in xrs.calls
+
+
+def test_isotropy_baseline_is_checked_for_plausibility_and_used_when_recorded():
+    from orconsole.qa import evaluate_isotropy, make_isotropy_baseline
+
+    with pytest.raises(QaInputError, match="plus_z"):
+        make_isotropy_baseline({"plus_x": 1.0, "minus_x": 1.0, "plus_y": 1.0, "minus_y": 1.0, "plus_z": 7.0},
+                               source_serial="S", recorded_by="pia")
+    repo = InMemoryQaRepository()
+    assert repo.baseline("S") is None
+    reading = {"plus_x": 1.012, "minus_x": 0.991, "plus_y": 1.004, "minus_y": 0.987, "plus_z": 1.006}
+    repo.save_baseline(make_isotropy_baseline(reading, source_serial="S", recorded_by="pia"))
+    today = {d: v * 1.035 for d, v in reading.items()}      # 3.5 % more in every direction
+    assert not evaluate_isotropy(today, source_serial="S", baseline=repo.baseline("S").readings).passed
+    nominal = evaluate_isotropy(reading, source_serial="S")
+    assert nominal.passed and "no baseline recorded" in nominal.message
