@@ -51,6 +51,16 @@ def _live_threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.is_alive()}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_qt_application():
+    """One QApplication for the whole session, created first: code that only needs a
+    QGuiApplication (the PDF renderer) reuses it, and widget tests find the class they need."""
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication([])
+    yield app
+
+
 @pytest.fixture(autouse=True)
 def no_leftovers(request):
     """Fail the test if it leaves a thread, a pty or a child process behind (after a short grace)."""
