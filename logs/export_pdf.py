@@ -219,7 +219,14 @@ def _ensure_gui_app():
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtGui import QGuiApplication
 
-    return QGuiApplication.instance() or QGuiApplication([])
+    existing = QGuiApplication.instance()
+    if existing is not None:
+        return existing
+    # A QApplication (not just QGuiApplication), so that a UI later in the same process finds the
+    # application type it needs.
+    from PySide6.QtWidgets import QApplication
+
+    return QApplication([])
 
 
 def render_pdf(html_text: str, path: Path | str, *, footer_left: str, footer_right: str, warning: str | None = None) -> int:
