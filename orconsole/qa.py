@@ -281,12 +281,17 @@ _FLAG_ACTIONS = {
 
 @dataclass
 class OutputCheckRequest:
-    """What the physicist enters before the check starts."""
+    """What the physicist enters before the check starts. Leave temperature/pressure as None to read them
+    from the OutputCheck's `environment` sensor (where a device provides them)."""
 
-    temperature_entered: str
-    pressure_entered: str
+    temperature_entered: str | None
+    pressure_entered: str | None
     performed_by: str = "headless"
     chamber_serial: str | None = None
+
+
+def _strip_source(text: str | float) -> str | float:
+    return text[: -len(" (sensor)")] if isinstance(text, str) and text.endswith(" (sensor)") else text
 
 
 def qa_plan_hash(qa_id: str, attempt: int, index: int) -> bytes:
@@ -313,6 +318,8 @@ class OutputCheck:
     today: Callable[[], date] = date.today
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc).astimezone()
     connect: bool = True
+    # where a device provides room conditions: returns (temperature_c, pressure_kpa); same plausibility limits
+    environment: Callable[[], tuple[float, float]] | None = None
     xrs_identity: XrsIdentity | None = None          # given when the caller connected already
     readout_identity: ReadoutIdentity | None = None
     _beam_may_be_on: bool = field(default=False, init=False)
@@ -325,9 +332,21 @@ class OutputCheck:
     def run(self, request: OutputCheckRequest) -> OutputCheckRecord:
         """The whole guided procedure. Returns the record (pass, warning or fail) or raises QaIncomplete."""
         policy = self.policy
+        temperature_text, pressure_text = request.temperature_entered, request.pressure_entered
+        if temperature_text is None or pressure_text is None:
+            if self.environment is None:
+                raise QaIncomplete("enter the temperature and the pressure at the chamber: no sensor provides them")
+            try:
+                sensed_c, sensed_kpa = self.environment()
+            except Exception as exc:  # noqa: BLE001 - a sensor failure must stop the check, with its reason
+                raise QaIncomplete(f"the room sensor could not be read ({exc}): enter T and P by hand") from exc
+            if temperature_text is None:
+                temperature_text = f"{sensed_c} C (sensor)"
+            if pressure_text is None:
+                pressure_text = f"{sensed_kpa} kPa (sensor)"
         try:
-            temperature_c = parse_temperature_c(request.temperature_entered, policy)
-            pressure_kpa = parse_pressure_kpa(request.pressure_entered, policy)
+            temperature_c = parse_temperature_c(_strip_source(temperature_text), policy)
+            pressure_kpa = parse_pressure_kpa(_strip_source(pressure_text), policy)
         except QaInputError as exc:
             raise QaIncomplete(str(exc)) from exc
         correction = k_tp(temperature_c, pressure_kpa, reference_temperature_c=policy.reference_temperature_c,
@@ -402,8 +421,8 @@ class OutputCheck:
             measurement_range=policy.measurement_range, chamber_hv_v=policy.chamber_hv_v,
             readings=tuple(readings), used_attempt=used_attempt, spread_fraction=spread,
             spread_limit_fraction=policy.spread_limit_fraction, temperature_c=temperature_c,
-            pressure_kpa=pressure_kpa, temperature_entered=str(request.temperature_entered),
-            pressure_entered=str(request.pressure_entered),
+            pressure_kpa=pressure_kpa, temperature_entered=str(temperature_text),
+            pressure_entered=str(pressure_text),
             reference_temperature_c=policy.reference_temperature_c,
             reference_pressure_kpa=policy.reference_pressure_kpa, k_tp=correction, raw_mean_nc=raw_mean_c * 1e9,
             corrected_mean_nc=corrected_mean_c * 1e9, k_out=k, deviation_fraction=k - 1.0,

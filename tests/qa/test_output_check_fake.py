@@ -247,3 +247,20 @@ def test_isotropy_baseline_is_checked_for_plausibility_and_used_when_recorded():
     assert not evaluate_isotropy(today, source_serial="S", baseline=repo.baseline("S").readings).passed
     nominal = evaluate_isotropy(reading, source_serial="S")
     assert nominal.passed and "no baseline recorded" in nominal.message
+
+
+def test_room_conditions_read_from_a_sensor_are_checked_like_entries():
+    world = World(room_k_tp=k_tp(25.0, 99.0))
+    check, _, _ = make_check(world)
+    check.environment = lambda: (25.0, 99.0)
+    record = check.run(OutputCheckRequest(None, None))
+    assert record.temperature_entered == "25.0 C (sensor)" and record.pressure_entered == "99.0 kPa (sensor)"
+    assert record.k_out == pytest.approx(1.0, abs=1e-3)
+    broken, xrs, _ = make_check(World())
+    broken.environment = lambda: (25.0, 9.9)          # a sensor reporting nonsense is refused, not clipped
+    with pytest.raises(QaIncomplete, match="plausible"):
+        broken.run(OutputCheckRequest(None, None))
+    assert xrs.calls == []
+    nothing, _, _ = make_check(World())
+    with pytest.raises(QaIncomplete, match="enter the temperature"):
+        nothing.run(OutputCheckRequest(None, "101.3"))
