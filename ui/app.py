@@ -163,7 +163,7 @@ class ConsoleWindow(QMainWindow):
             "patient": PatientPlanScreen(self.ctx),
             "approval": ApprovalScreen(self.ctx),
             "checklist": ChecklistScreen(self.ctx),
-            "treatment": TreatmentScreen(self.controls, self.ctx.futures),
+            "treatment": TreatmentScreen(self.controls, self.ctx.futures, own_shortcuts=False),
             "record": RecordScreen(self.ctx),
             "recovery": RecoveryScreen(self.ctx),
         }

@@ -3,10 +3,12 @@ two deliberate actions to start, pause with a reason, resume, completion on time
 beam; STOP by keyboard; and a 2 s stall of the GUI thread that the beam does not notice."""
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
 
 from orconsole.journal import read_journal
 from orconsole.statemachine import State
@@ -73,7 +75,11 @@ def test_stop_key_ends_the_beam_and_asks_for_a_reason(screen, qtbot):
     qtbot.mouseClick(widget.start_button, Qt.MouseButton.LeftButton)
     wait_state(qtbot, widget, State.BEAM_ON)
     widget.activateWindow()
-    qtbot.keyClick(widget, Qt.Key.Key_Escape)
+    widget.raise_()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is widget or os.environ.get("QT_QPA_PLATFORM") == "offscreen",
+                    timeout=3000)
+    widget.stop_button.setFocus()
+    qtbot.keyClick(widget.stop_button, Qt.Key.Key_Escape)
     wait_state(qtbot, widget, State.TERMINATED)
     assert not sup._xrs.status().hv_on
     qtbot.waitUntil(widget.reason_panel.isVisible, timeout=5000)

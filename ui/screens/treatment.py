@@ -80,7 +80,7 @@ class TreatmentScreen(QWidget):
     title = "Treatment"
 
     def __init__(self, controller: Any, futures: FutureBridge, parent: QWidget | None = None,
-                 on_reason: Callable[[str], None] | None = None) -> None:
+                 on_reason: Callable[[str], None] | None = None, own_shortcuts: bool = True) -> None:
         super().__init__(parent)
         self.controller = controller
         self.futures = futures
@@ -181,9 +181,10 @@ class TreatmentScreen(QWidget):
         self.resume_button.clicked.connect(lambda: self._send("resume", "Resume"))
         self.stop_button.clicked.connect(self.stop)
         self.stop_shortcuts = []
-        for key in STOP_KEYS:
+        # standalone only: the console window owns application-wide STOP keys (two owners = ambiguous = dead key)
+        for key in (STOP_KEYS if own_shortcuts else ()):
             sc = QShortcut(QKeySequence(key), self)
-            sc.setContext(Qt.ShortcutContext.WindowShortcut)
+            sc.setContext(Qt.ShortcutContext.ApplicationShortcut)
             sc.activated.connect(self.stop)
             self.stop_shortcuts.append(sc)
         self.setTabOrder(self.arm_button, self.start_button)
