@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -279,6 +280,15 @@ _FLAG_ACTIONS = {
 }
 
 
+@dataclass(frozen=True)
+class QaProgress:
+    """A snapshot for a progress display: the step in words and the readings taken so far (nC)."""
+
+    message: str
+    readings_nc: tuple[float, ...]
+    beam_may_be_on: bool
+
+
 @dataclass
 class OutputCheckRequest:
     """What the physicist enters before the check starts. Leave temperature/pressure as None to read them
@@ -322,11 +332,32 @@ class OutputCheck:
     environment: Callable[[], tuple[float, float]] | None = None
     xrs_identity: XrsIdentity | None = None          # given when the caller connected already
     readout_identity: ReadoutIdentity | None = None
+    on_progress: Callable[["QaProgress"], None] | None = None
     _beam_may_be_on: bool = field(default=False, init=False)
+    _cancel: threading.Event = field(default_factory=threading.Event, init=False)
+    _readings_so_far: list = field(default_factory=list, init=False)
+
+    def cancel(self) -> None:
+        """Abort the check from any thread (a UI's Abort button): the beam is switched off at once
+        (reason OPERATOR_STOP) and no result is produced. Only sets a flag; run() does the rest."""
+        self._cancel.set()
 
     def _step(self, text: str) -> None:
         if self.on_step is not None:
             self.on_step(text)
+        if self.on_progress is not None:
+            self.on_progress(QaProgress(message=text, readings_nc=tuple(r.charge_nc for r in self._readings_so_far),
+                                        beam_may_be_on=self._beam_may_be_on))
+
+    def _wait(self, seconds: float) -> None:
+        self._check_cancel()
+        self.sleep(seconds)
+        self._check_cancel()
+
+    def _check_cancel(self) -> None:
+        if self._cancel.is_set():
+            raise QaIncomplete("the output check was cancelled by the physicist: the beam was switched off and no "
+                               "result was produced; repeat the check when ready")
 
     # ---------------------------------------------------------------- run
     def run(self, request: OutputCheckRequest) -> OutputCheckRecord:
@@ -369,8 +400,11 @@ class OutputCheck:
                 used_attempt, series = 0, []
                 spread = math.inf
                 for attempt in range(1, policy.max_series + 1):
-                    series = [self._one_reading(qa_id, attempt, i) for i in range(1, policy.readings_per_series + 1)]
-                    readings.extend(series)
+                    series = []
+                    for i in range(1, policy.readings_per_series + 1):
+                        series.append(self._one_reading(qa_id, attempt, i))
+                        readings.append(series[-1])
+                        self._readings_so_far = list(readings)
                     spread = spread_fraction(r.charge_c for r in series)
                     if spread <= policy.spread_limit_fraction + _LIMIT_EPSILON:
                         used_attempt = attempt
@@ -466,7 +500,7 @@ class OutputCheck:
                     f"the chamber voltage is set to {hv} V but measures {values.hv_v:g} V (flags "
                     f"{int(values.flags):#x}) after {policy.hv_settle_timeout_s:g} s: check the chamber cable and "
                     "the electrometer's HV supply, then repeat the check. No exposure was made.")
-            self.sleep(max(policy.poll_period_s, 0.2))
+            self._wait(max(policy.poll_period_s, 0.2))
 
     def _zero(self) -> None:
         policy = self.policy
@@ -484,7 +518,7 @@ class OutputCheck:
                         f"the electrometer still refuses zero correction after {policy.zero_timeout_s:g} s "
                         f"(warm-up): {exc.message}. Wait for warm-up to finish and repeat.") from exc
                 self._step("electrometer warming up; waiting to zero")
-                self.sleep(min(1.0, max(policy.poll_period_s, 0.2)))
+                self._wait(min(1.0, max(policy.poll_period_s, 0.2)))
         while True:
             status = self.readout.zero_status()
             result = status.result.strip().lower()
@@ -497,7 +531,7 @@ class OutputCheck:
             if self.monotonic() > deadline:
                 raise QaIncomplete(f"zero correction did not finish within {policy.zero_timeout_s:g} s "
                                    f"(status {status.result}, {status.remaining_s:.0f} s remaining): repeat the check")
-            self.sleep(min(0.5, max(policy.poll_period_s, status.remaining_s / 4 if status.remaining_s > 0 else 0.05)))
+            self._wait(min(0.5, max(policy.poll_period_s, status.remaining_s / 4 if status.remaining_s > 0 else 0.05)))
 
     def _prepare_xrs(self) -> None:
         policy = self.policy
@@ -518,7 +552,7 @@ class OutputCheck:
             if self.monotonic() > deadline:
                 raise QaIncomplete(f"the X-ray unit is not ready after {policy.xrs_ready_timeout_s:g} s "
                                    f"(state {status.state.value}): repeat the warm-up")
-            self.sleep(policy.poll_period_s)
+            self._wait(policy.poll_period_s)
             status = self.xrs.status()
         self._step(f"technique {self.calibration.nominal_kv:g} kV / {self.calibration.nominal_ua:g} µA")
         self.xrs.set_technique(self.calibration.nominal_kv, self.calibration.nominal_ua)
@@ -527,6 +561,7 @@ class OutputCheck:
         policy = self.policy
         exposure_s = self.calibration.qa_exposure_s
         plan_hash = qa_plan_hash(qa_id, attempt, index)
+        self._check_cancel()
         self._step(f"reading {index} of series {attempt}: reset, arm, expose {exposure_s:g} s")
         self.readout.reset()
         self.xrs.arm(backup_time_s=exposure_s * (1.0 + policy.backup_time_margin_fraction) + 1.0,
@@ -535,6 +570,7 @@ class OutputCheck:
         self._beam_may_be_on = True
         self.xrs.beam_on(plan_hash=plan_hash)
         started_s = self.monotonic()
+        self._step(f"beam on: reading {index} of series {attempt}")
         while True:
             # poll the unit (it must still be irradiating); the last stretch is slept without a poll so that
             # beam off follows the end of the exposure as closely as possible (timing jitter is spread)
@@ -546,10 +582,10 @@ class OutputCheck:
                     "find the cause, clear it and repeat the check")
             remaining_s = exposure_s - (self.monotonic() - started_s)
             if remaining_s > policy.poll_period_s:
-                self.sleep(policy.poll_period_s)
+                self._wait(policy.poll_period_s)
                 continue
             if remaining_s > 0:
-                self.sleep(remaining_s)
+                self._wait(remaining_s)
             break
         self.xrs.beam_off(BeamOffReason.QA_EXPOSURE_END)
         deadline = self.monotonic() + policy.beam_settle_timeout_s
@@ -558,7 +594,7 @@ class OutputCheck:
             if self.monotonic() > deadline:
                 raise QaIncomplete(f"the X-ray unit did not report HV off within {policy.beam_settle_timeout_s:g} s "
                                    "after beam off: press the emergency stop and call service")
-            self.sleep(policy.poll_period_s)
+            self._wait(policy.poll_period_s)
             status = self.xrs.status()
         self._beam_may_be_on = False
         hold_refused: DeviceRefused | None = None
@@ -598,7 +634,7 @@ class OutputCheck:
         if not self._beam_may_be_on:
             return
         try:
-            self.xrs.beam_off(BeamOffReason.CONSOLE_FAULT)
+            self.xrs.beam_off(BeamOffReason.OPERATOR_STOP if self._cancel.is_set() else BeamOffReason.CONSOLE_FAULT)
         except DeviceError:
             pass  # the device's own backup timer and IRM limit end the exposure
         self._beam_may_be_on = False

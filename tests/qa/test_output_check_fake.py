@@ -264,3 +264,24 @@ def test_room_conditions_read_from_a_sensor_are_checked_like_entries():
     nothing, _, _ = make_check(World())
     with pytest.raises(QaIncomplete, match="enter the temperature"):
         nothing.run(OutputCheckRequest(None, "101.3"))
+
+
+def test_cancel_during_an_exposure_switches_the_beam_off_and_gives_no_result():
+    world = World()
+    check, xrs, readout = make_check(world)
+    progress = []
+    check.on_progress = progress.append
+    real_sleep = world.clock.sleep
+
+    def sleep_and_cancel_mid_second_reading(seconds):
+        real_sleep(seconds)
+        if xrs.calls.count("beam_on") == 2 and xrs.state.value == "beam_on":
+            check.cancel()
+
+    check.sleep = sleep_and_cancel_mid_second_reading
+    with pytest.raises(QaIncomplete, match="cancelled") as info:
+        check.run(OutputCheckRequest("20", "101.325"))
+    assert xrs.beam_off_reasons[-1] is BeamOffReason.OPERATOR_STOP and xrs.state.value == "ready"
+    assert len(info.value.readings) == 1 and readout.calls[-1] == "release"
+    assert progress and progress[-1].beam_may_be_on and len(progress[-1].readings_nc) == 1
+    assert any(p.readings_nc == () for p in progress)
