@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--spy", action="store_true", help="log every byte on each device link (debug)")
     parser.add_argument("-v", "--verbose", action="store_true", help="more messages on the terminal")
     parser.add_argument("--dev", action="store_true", help="developer mode: simulator fault panel")
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="site configuration (TOML); default ORCONSOLE_CONFIG, else the safe built-in "
+                             "defaults. The simulator bench needs orconsole/data/site-simulator.toml")
     add_device_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
