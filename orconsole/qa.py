@@ -564,10 +564,11 @@ class OutputCheck:
         self._check_cancel()
         self._step(f"reading {index} of series {attempt}: reset, arm, expose {exposure_s:g} s")
         self.readout.reset()
+        self._beam_may_be_on = True      # from arming on, every error path sends beam off (also disarms)
         self.xrs.arm(backup_time_s=exposure_s * (1.0 + policy.backup_time_margin_fraction) + 1.0,
                      irm_limit_gy=self._irm_limit_gy(exposure_s), plan_hash=plan_hash)
         self.readout.start()
-        self._beam_may_be_on = True
+        self._check_cancel()
         self.xrs.beam_on(plan_hash=plan_hash)
         started_s = self.monotonic()
         self._step(f"beam on: reading {index} of series {attempt}")

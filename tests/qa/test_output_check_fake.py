@@ -285,3 +285,19 @@ def test_cancel_during_an_exposure_switches_the_beam_off_and_gives_no_result():
     assert len(info.value.readings) == 1 and readout.calls[-1] == "release"
     assert progress and progress[-1].beam_may_be_on and len(progress[-1].readings_nc) == 1
     assert any(p.readings_nc == () for p in progress)
+
+
+def test_an_electrometer_error_after_arming_still_ends_with_beam_off():
+    from drivers.errors import LinkLost
+
+    world = World()
+
+    class DeadReadout(FakeReadout):
+        def start(self):
+            raise LinkLost("electrometer link lost: check the cable", device="readout")
+
+    check, xrs, _ = make_check(world, readout=DeadReadout(world))
+    with pytest.raises(QaIncomplete, match="link lost"):
+        check.run(OutputCheckRequest("20", "101.325"))
+    assert "beam_on" not in xrs.calls and xrs.calls[-1] == "beam_off"
+    assert xrs.beam_off_reasons == [BeamOffReason.CONSOLE_FAULT]
