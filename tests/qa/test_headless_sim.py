@@ -122,3 +122,39 @@ def test_isotropy_baseline_recorded_by_a_physicist_then_checked_against(setup, m
     bench.xrs_model.inject("output_drop", fraction=0.08)
     assert main(base) == 1
     assert json.loads(capsys.readouterr().out)["result"] == "fail"
+
+
+def test_unsigned_pass_does_not_clear_the_source_until_signed(setup, monkeypatch, capsys):
+    db, name, bench = setup
+    bench.room.temperature_c, bench.room.pressure_kpa = 22.0, 100.5
+    assert headless(db, name, monkeypatch) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["result"] == "pass" and payload["signed_by"] == [] and payload["treatment_allowed"] is False
+    assert "not signed" in payload["gate_reason"]
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORDS["pia"] + "\n"))
+    assert main(["qa", "sign", payload["qa_id"], "--sign-as", "pia", "--password-stdin", "--db", db]) == 0
+    capsys.readouterr()
+    assert main(["qa", "status", "--source", "XRS-SIM-FAST-01", "--db", db]) == 0
+
+
+def test_warning_needs_acknowledgement_through_the_command(setup, monkeypatch, capsys):
+    db, name, bench = setup
+    bench.room.temperature_c, bench.room.pressure_kpa = 22.0, 100.5
+    bench.xrs_model.inject("output_drop", fraction=0.025)
+    code = headless(db, name, monkeypatch, "--sign-as", "pia", "--password-stdin", stdin=PASSWORDS["pia"] + "\n")
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0 and payload["result"] == "warning" and payload["treatment_allowed"] is False
+    assert "acknowledge" in payload["gate_reason"]
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORDS["tom"] + "\n"))
+    assert main(["qa", "acknowledge", payload["qa_id"], "--comment", "fine", "--sign-as", "tom",
+                 "--password-stdin", "--db", db]) == 2                                   # a therapist cannot
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORDS["pia"] + "\n"))
+    assert main(["qa", "acknowledge", payload["qa_id"], "--comment", "source re-seated, T/P re-read",
+                 "--sign-as", "pia", "--password-stdin", "--db", db]) == 0
+    capsys.readouterr()
+    assert main(["qa", "status", "--source", "XRS-SIM-FAST-01", "--json", "--db", db]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["treatment_allowed"] is True and status["k_out"] == pytest.approx(0.975, abs=0.005)
+    with Store(db) as store:
+        acks = store.find_documents(kind="qa_acknowledgement")
+        assert len(acks) == 1 and acks[0].references_doc_id == payload["qa_id"] and acks[0].created_by == "pia"
