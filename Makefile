@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 OUT := out
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: all demo test test-fast test-ui-xvfb system-deps venv bundle bench clean screenshots
+.PHONY: all demo demo-window test test-fast test-ui-xvfb system-deps venv bundle bench clean screenshots
 
 all: test
 
@@ -26,11 +26,21 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: system-deps venv
-	@if [ -n "$$DISPLAY" ] && [ "$$QT_QPA_PLATFORM" != "offscreen" -o -n "$$ORCONSOLE_WINDOW" ]; then \
-		QT_QPA_PLATFORM=xcb $(VENV)/bin/orconsole; \
+	@if [ -n "$$DISPLAY" ] && [ -z "$$CI" ]; then \
+		$(MAKE) --no-print-directory demo-window; \
 	else \
 		mkdir -p $(OUT); $(VENV)/bin/orconsole demo --headless --artifacts $(OUT); \
 	fi
+
+# the bedside window on the simulators: demo users, calibration and today's output check are set up
+# first (passwords in out/demo-credentials.json), then the console opens in developer mode
+demo-window: venv
+	@mkdir -p $(OUT)
+	@rm -f $(OUT)/demo-state.json
+	$(VENV)/bin/orconsole demo --headless --setup-only --artifacts $(OUT)
+	ORCONSOLE_HOME=$(OUT) ORCONSOLE_INSTALLATION_KEY=$(OUT)/installation-key.pem QT_QPA_PLATFORM=xcb \
+		$(VENV)/bin/orconsole --dev --config orconsole/data/site-simulator.toml \
+		--db "$$($(PY) -c 'import json,sys; print(json.load(open(sys.argv[1]))["db"])' $(OUT)/demo-state.json)"
 
 test: system-deps venv
 	$(PY) -m pytest -q -p no:cacheprovider
