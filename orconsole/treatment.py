@@ -264,6 +264,7 @@ class TreatmentService:
         self._plan_doc_hash: str | None = None     # the store's content hash of the plan document (signed)
         self._approved: ApprovedPlan | None = None
         self._approval_refs: list[ApprovalRef] = []
+        self._continuation_notes: list[str] = []
         self._approval_infos: list[ApprovalInfo] = []
         self._checklist: Checklist | None = None
         self._identity_methods: tuple[str, ...] = ()
@@ -534,15 +535,16 @@ class TreatmentService:
         return plan
 
     def _store_plan(self, session: Session, password: str, plan: Plan, *, new_record: bool) -> None:
-        doc = self.store.create_document(PLAN_KIND, plan.model_dump(mode="json"), actor=session.username,
+        doc = self.store.create_document(PLAN_KIND, _plan_document(plan), actor=session.username,
                                          subject=plan.patient.medical_record_number, final=True)
         row = self.identity.sign(session, password, doc.doc_id, Meaning.PRESCRIBED)
         with self._lock:
             self._plan, self._plan_doc_id, self._plan_doc_hash = plan, doc.doc_id, doc.content_hash
             self._approved = ApprovedPlan(plan=plan)
             self._approval_infos = []
-            self._approval_refs = [r for r in self._approval_refs] if not new_record else []
-            self._approval_refs.append(_approval_ref(row))
+            self._approval_refs = [_approval_ref(row)]
+            if new_record:
+                self._continuation_notes = []
             self._checklist = None
             if new_record:
                 self._record_id = None
@@ -730,12 +732,17 @@ class TreatmentService:
     def _ensure_record_draft(self, session: Session) -> None:
         plan = self._plan
         if self._record_id is not None:
-            refs = list(self._approval_refs)
-
-            def add_refs(record: DeliveryRecord) -> None:
-                known = {a.signature_id for a in record.approvals}
-                record.approvals.extend(a for a in refs if a.signature_id not in known)
-            self._book.update(self._record_id, add_refs)
+            # A continuation: record.plan and record.approvals stay those of the first plan version (logs.verify
+            # cross-checks approvals against record.plan.plan_document_id). The continuation's own signed plan
+            # document and approvals are named in the record's comments at finalisation and in the audit trail.
+            note = (f"continuation plan {plan.plan_id} v{plan.version} (document {self._plan_doc_id}, hash "
+                    f"{self._plan_doc_hash}) approved by " + ", ".join(
+                        f"{a.printed_name} ({a.meaning})" for a in self._approval_refs))
+            if note not in self._continuation_notes:
+                self._continuation_notes.append(note)
+            self.store.audit(session.username, "continuation delivered into record",
+                             {"record_id": self._record_id, "plan_document_id": self._plan_doc_id,
+                              "approvals": [a.signature_id for a in self._approval_refs]})
             return
         calibration, cal_doc = self._active_calibration()
         qa = next(q for q in reversed(self._qa_results()) if q.qa_id == plan.qa_id) \
@@ -904,6 +911,7 @@ class TreatmentService:
         tolerance = self.config.delivery.record_hardware_agreement_fraction
         complete = record.sessions and abs(delivered - record.plan.prescription_gy) <= \
             tolerance * record.plan.prescription_gy
+        comments = "\n".join([c for c in (comments, *self._continuation_notes) if c])
         self._book.finalise(self._record_id, actor=session.username,
                             completion="complete" if complete else "incomplete", comments=comments)
         self.identity.sign(session, password, self._record_id, Meaning.PERFORMED_DELIVERY)
@@ -961,12 +969,9 @@ class TreatmentService:
         unfinished = sup.unfinished
         reading = sup.recovered_reading
         record_id, plan, plan_doc = None, None, None
-        for doc in self.store.find_documents(kind=PLAN_KIND):
-            try:
-                candidate = Plan.model_validate(doc.data)
-            except ValueError:
-                continue
-            if candidate.content_hash == unfinished.plan_hash:
+        for doc in self.store.find_documents(kind=PLAN_KIND, subject=None):
+            candidate = plan_from_document(doc.data)
+            if candidate is not None and candidate.content_hash == unfinished.plan_hash:
                 plan, plan_doc = candidate, doc
 
         for doc in self.store.find_documents(kind="delivery_record", status="draft"):
@@ -1017,7 +1022,9 @@ class TreatmentService:
         if info.record_id is not None and self._plan is not None:
             self._record_recovered_session(info)
         if info.device_state == XrsState.FAULT.value:
-            r = sup.reset_device_fault(acknowledgement=acknowledgement).result(timeout=self.command_timeout_s)
+            # the unit keeps a short acknowledgement (64 bytes); the full text is in the audit trail
+            device_ack = f"recovery {info.treatment_id} by {session.username}"[:64]
+            r = sup.reset_device_fault(acknowledgement=device_ack).result(timeout=self.command_timeout_s)
             if not r.ok:
                 raise WorkflowRefused(r.reason)
         deadline = time.monotonic() + 2.0
@@ -1068,6 +1075,26 @@ class TreatmentService:
                 reason="console restarted during the treatment; the unit stopped the beam by itself",
                 delivered_so_far_gy=info.delivered_dose_gy))
         self._book.update(info.record_id, change)
+
+
+def _plan_document(plan: Plan) -> dict[str, Any]:
+    """The stored plan document: readable fields (the store keeps floats to 6 decimals) plus the exact plan as
+    JSON text and its content hash, so the plan the approvals and the journal name can be rebuilt exactly."""
+    import json
+
+    return {**plan.model_dump(mode="json"), "plan_json": json.dumps(plan.model_dump(mode="json"), sort_keys=True),
+            "plan_content_hash": plan.content_hash, "dose_to_deliver_gy": plan.dose_to_deliver_gy}
+
+
+def plan_from_document(data: dict[str, Any]) -> Plan | None:
+    """The exact Plan of a stored plan document, or None when it is not one (or its hash does not match)."""
+    import json
+
+    try:
+        plan = Plan.model_validate(json.loads(data["plan_json"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return plan if plan.content_hash == data.get("plan_content_hash") else None
 
 
 def _approval_ref(row) -> ApprovalRef:

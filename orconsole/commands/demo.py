@@ -57,10 +57,14 @@ def register(subparsers) -> None:
     p.add_argument("--calibration", default=None, metavar="FILE",
                    help="import this calibration file instead of the simulated source's calibration document")
     p.add_argument("--output-check", choices=("run", "existing", "none"), default="run",
-                   help="run the output check (default), use one already stored today, or skip it (then planning is "
-                        "refused: no QA today)")
+                   help="run the output check (default), use the one stored today by an earlier run in the same "
+                        "--artifacts (reusing its database and demo users), or skip it (then planning is refused: "
+                        "no QA today)")
     p.add_argument("--recover", action="store_true",
                    help="continue the demo in --artifacts after a crash: show the recovery, deliver the remainder")
+    p.add_argument("--setup-only", action="store_true",
+                   help="create the demo users, import the calibration and run the output check, then stop (a later "
+                        "run with --output-check existing in the same --artifacts treats)")
     p.add_argument("--pause-after", type=float, default=None, metavar="S",
                    help="pause after S seconds of beam, then resume (the remainder only)")
     p.set_defaults(func=cmd_demo)
@@ -234,9 +238,9 @@ def _run(args) -> int:
         raise _Refusal(exc.message) from exc
 
     state_path = artifacts / STATE_FILE
-    if args.recover:
+    if args.recover or args.output_check == "existing":
         if not state_path.exists():
-            raise _Refusal(f"no demo state in {artifacts}: run the demo there first")
+            raise _Refusal(f"no earlier demo run in {artifacts}: run the demo (or --setup-only) there first")
         state = json.loads(state_path.read_text())
         db_url = _opt(args, "db") or state["db"]
         passwords = json.loads((artifacts / CREDENTIALS_FILE).read_text())["passwords"]
@@ -280,6 +284,9 @@ def _run(args) -> int:
             if args.recover:
                 return _recover(service, sessions, passwords, args, payload)
             _setup_calibration_and_qa(service, store, ids, sessions, passwords, args, artifacts, info)
+            if args.setup_only:
+                payload["result"] = "set up"
+                return _emit(args, payload, EXIT_OK)
             recovery = service.start()
             if recovery is not None:
                 raise _Refusal(f"{recovery.message} — run the demo with --recover in {artifacts}")
@@ -305,6 +312,9 @@ def _setup_calibration_and_qa(service, store, ids, sessions, passwords, args, ar
 
     physicist, pw = sessions["demo-physicist"], passwords["demo-physicist"]
     repo = StoreCalibrationRepository(store)
+    if args.output_check == "existing" and repo.active(info.xrs.serial_number) is not None:
+        _say(f"using the active calibration and today's output check of {info.xrs.serial_number} in the database")
+        return
     path = Path(args.calibration) if args.calibration else _simulated_calibration_file(info.xrs.serial_number, artifacts)
     try:
         stored = import_calibration(repo, path, actor=physicist.username, max_dose_rate_gy_per_min=200.0)
