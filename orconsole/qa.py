@@ -506,6 +506,7 @@ class OutputCheck:
         policy = self.policy
         deadline = self.monotonic() + policy.zero_timeout_s
         self._step("starting zero correction")
+        announced = False
         while True:
             try:
                 self.readout.start_zero_correction()
@@ -517,7 +518,9 @@ class OutputCheck:
                     raise QaIncomplete(
                         f"the electrometer still refuses zero correction after {policy.zero_timeout_s:g} s "
                         f"(warm-up): {exc.message}. Wait for warm-up to finish and repeat.") from exc
-                self._step("electrometer warming up; waiting to zero")
+                if not announced:
+                    self._step("electrometer warming up; waiting to zero")
+                    announced = True
                 self._wait(min(1.0, max(policy.poll_period_s, 0.2)))
         while True:
             status = self.readout.zero_status()
