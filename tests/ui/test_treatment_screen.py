@@ -41,7 +41,7 @@ def test_start_needs_arm_then_start_and_pause_resume_completes_on_time(screen, q
     assert not widget.start_button.isEnabled(), "START must not be possible before ARM"
     qtbot.mouseClick(widget.arm_button, Qt.MouseButton.LeftButton)
     wait_state(qtbot, widget, State.ARMED)
-    assert widget.snapshot.state is State.ARMED and not sup._xrs.status().hv_on
+    assert widget.snapshot.state is State.ARMED and not sup.test_bench.xrs_model.status().hv_on
     qtbot.mouseClick(widget.start_button, Qt.MouseButton.LeftButton)
     wait_state(qtbot, widget, State.BEAM_ON)
     qtbot.waitUntil(lambda: widget.snapshot.elapsed_s > 1.5, timeout=10000)
@@ -81,7 +81,7 @@ def test_stop_key_ends_the_beam_and_asks_for_a_reason(screen, qtbot):
     widget.stop_button.setFocus()
     qtbot.keyClick(widget.stop_button, Qt.Key.Key_Escape)
     wait_state(qtbot, widget, State.TERMINATED)
-    assert not sup._xrs.status().hv_on
+    assert not sup.test_bench.xrs_model.status().hv_on
     qtbot.waitUntil(widget.reason_panel.isVisible, timeout=5000)
     assert widget.snapshot.termination.value == "OPERATOR"
 
@@ -95,7 +95,7 @@ def test_an_interlock_during_beam_is_listed_with_its_message_and_the_beam_stops(
     wait_state(qtbot, widget, State.BEAM_ON)
     sup.test_bench.xrs_model.inject("interlock_open")
     wait_state(qtbot, widget, State.TERMINATED, State.FAULT)
-    assert not sup._xrs.status().hv_on
+    assert not sup.test_bench.xrs_model.status().hv_on
     qtbot.waitUntil(lambda: bool(widget.interlocks.texts), timeout=5000)
     assert any("nterlock" in t for t in widget.interlocks.texts), widget.interlocks.texts
     assert widget.snapshot.termination.value == "MACHINE"
