@@ -210,9 +210,14 @@ def _guard(func):
             from drivers.errors import DeviceError
 
             name = type(exc).__name__
-            if isinstance(exc, DeviceError) or name in ("AuthenticationError", "AccountLocked"):
+            if isinstance(exc, DeviceError) or name == "SerialException":
+                reason = f"the devices cannot be reached: {getattr(exc, 'message', exc)}. Check the cables and the " \
+                         "--xrs/--readout ports, then repeat the check"
+                _emit(args, {"result": "incomplete", "reason": reason}, f"qa: {reason}", error=True)
+                return EXIT_INCOMPLETE
+            if name in ("AuthenticationError", "AccountLocked"):
                 _emit(args, {"result": "refused", "reason": str(exc)}, f"qa: {exc}", error=True)
-                return EXIT_USAGE if name != "DeviceError" else EXIT_INCOMPLETE
+                return EXIT_USAGE
             raise
     wrapper.__name__ = func.__name__
     return wrapper
