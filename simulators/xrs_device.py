@@ -35,7 +35,7 @@ class XrsDevice:
         self.heartbeat_period_s = heartbeat_period_s
         self._lock = threading.RLock()
         self._connections: dict[int, _Connection] = {}
-        self._active: int | None = None         # connection that last sent a valid frame
+        self._active: threading.Thread | None = None   # runner whose host last sent a valid frame
         self._last_key: tuple[int, int, bytes] | None = None
         self._last_reply = b""
         self._heartbeat_seq = 0
@@ -48,10 +48,12 @@ class XrsDevice:
     # ----------------------------------------------------------------------------- ByteDevice
 
     def _conn(self) -> _Connection:
-        ident = threading.get_ident()
-        conn = self._connections.get(ident)
+        runner = threading.current_thread()  # one runner thread per connection; idents are reused, threads not
+        conn = self._connections.get(runner)
         if conn is None:
-            conn = self._connections[ident] = _Connection()
+            for old in [t for t in self._connections if not t.is_alive()]:
+                del self._connections[old]   # connections of ended runners
+            conn = self._connections[runner] = _Connection()
         return conn
 
     @property
@@ -68,7 +70,7 @@ class XrsDevice:
         with self._lock:
             conn = self._conn()
             for frame in conn.decoder.feed(data):
-                self._active = threading.get_ident()
+                self._active = threading.current_thread()
                 conn.outbox += self._handle(frame)
 
     def transmit(self) -> bytes:
@@ -83,13 +85,14 @@ class XrsDevice:
             return
         now = self.model.clock.now_s()
         with self._lock:
-            if now - self._last_heartbeat_s < self.heartbeat_period_s or self._active is None:
+            active = self._connections.get(self._active) if self._active is not None else None
+            if now - self._last_heartbeat_s < self.heartbeat_period_s or active is None:
                 return
             self._last_heartbeat_s = now
             device_time_s, state, hv_on, faults = self.model.heartbeat_snapshot()
             message = xrs.DeviceHeartbeat(device_time_us=round(device_time_s * 1e6), state=state, hv_on=hv_on,
                                           faults=faults)
-            self._connections[self._active].outbox += xrs.encode_frame(self._heartbeat_seq, message)
+            active.outbox += xrs.encode_frame(self._heartbeat_seq, message)
             self._heartbeat_seq = (self._heartbeat_seq + 1) & 0xFF
 
     # ----------------------------------------------------------------------------- requests
