@@ -217,6 +217,13 @@ def run_console_killed(*, seed: int = 1, applicator_cm: float = 3.0, power_loss:
             recovered = rec.delivered_gy if rec else None
             if power_loss:
                 unit_gy = journal_gy
+                if recovered is not None and recovered < journal_gy - 0.01:
+                    row.failures.append(
+                        f"after the unit's power cycle the recovery reads back {recovered:.3f} Gy delivered while the "
+                        f"journal holds {journal_gy:.3f} Gy; RecoveredReading.delivered_gy (and TreatmentService's "
+                        "RecoveryInfo.delivered_dose_gy, which decide_recovery records and a continuation is planned "
+                        "from) takes the device figure without comparing it with the journal: a continuation would "
+                        f"overdose by {journal_gy:.3f} Gy")
                 row.notes.append(f"the unit's counters did not survive the power loss (read back "
                                  f"{rec.irm_since_last_arm_gy if rec else None} Gy): the journal's last progress "
                                  f"{journal_gy:.3f} Gy is the only figure")
