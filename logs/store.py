@@ -186,7 +186,8 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
         elif self.dialect == "postgresql":
-            self.engine = create_engine(self.url, pool_pre_ping=True)
+            # connect_timeout: a dead server must make healthcheck() fail in seconds, not hang for minutes
+            self.engine = create_engine(self.url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
         else:
             raise StoreError(f"database {self.dialect!r} is not supported: use sqlite:/// or postgresql+psycopg://")
         if migrate:
@@ -221,6 +222,8 @@ class Store:
         stamp = utc_now_iso()
         try:
             with self.transaction() as conn:
+                if self.dialect == "postgresql":
+                    conn.execute(text("SET LOCAL statement_timeout = 3000"))
                 n = conn.execute(update(t.healthcheck).where(t.healthcheck.c.id == 1).values(utc=stamp)).rowcount
                 if n == 0:
                     conn.execute(insert(t.healthcheck).values(id=1, utc=stamp))

@@ -199,3 +199,23 @@ def test_two_consoles_sharing_one_store_keep_one_unbroken_chain(store_url):
     b.close()
     assert verdict.ok, verdict.problems
     assert verdict.entries_checked == 30
+
+
+@pytest.mark.postgres
+def test_healthcheck_reports_a_stopped_postgresql_server_with_a_reason(postgres_cluster):
+    """The 'record store unavailable' interlock depends on this: no exception, a reason, within seconds."""
+    import time
+
+    from tests.pg import TemporaryPostgres
+
+    with TemporaryPostgres() as pg:
+        s = Store(pg.create_database("hc"))
+        assert s.healthcheck().ok
+        pg._run(str(pg.bin / "pg_ctl"), "-D", str(pg.data), "-m", "immediate", "-w", "stop")
+        t0 = time.monotonic()
+        health = s.healthcheck()
+        assert not health.ok and "is not writable" in health.reason
+        assert time.monotonic() - t0 < 10
+        s.close()
+        pg._run(str(pg.bin / "pg_ctl"), "-D", str(pg.data), "-l", str(pg.log), "-o",
+                f"-h 127.0.0.1 -p {pg.port} -k {pg.tmp} -F", "-w", "start")
