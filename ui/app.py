@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QApplication, QHBoxLayout, QMainWindow, QStackedW
 from orconsole.identity import Role
 from orconsole.statemachine import State
 from ui import theme
-from ui.bridge import SnapshotBridge
+from ui.bridge import STALE_AFTER_S, SnapshotBridge
 from ui.context import Context, refusal_text
 from ui.screens.approval import ApprovalScreen
 from ui.screens.checklist import ChecklistScreen
@@ -146,6 +146,11 @@ class ConsoleWindow(QMainWindow):
         header.addWidget(self.lock_button)
         header.addWidget(self.logout_button)
         root.addLayout(header)
+        self.next_step = make_label("", "info", wrap=True)
+        self.next_step.setObjectName("nextStep")
+        self.next_step.setStyleSheet(f"color: {theme.TEXT}; font-size: {theme.LABEL_FONT_PX}px; font-weight: 700; "
+                                     "padding: 0px 16px 8px 16px;")
+        root.addWidget(self.next_step)
         body = QHBoxLayout()
         body.setContentsMargins(12, 0, 12, 12)
         root.addLayout(body, 1)
@@ -185,6 +190,7 @@ class ConsoleWindow(QMainWindow):
             shortcut.activated.connect(lambda k=key: self.show_screen(k))
         nav.addStretch(1)
         self.screens["checklist"].go_to_treatment.connect(lambda: self.show_screen("treatment"))
+        self.screens["treatment"].go_to_record.connect(lambda: self.show_screen("record"))
         self.login.logged_in.connect(self._logged_in)
         self.lock_button.clicked.connect(self.lock)
         self.logout_button.clicked.connect(self.logout)
@@ -209,10 +215,15 @@ class ConsoleWindow(QMainWindow):
         self._idle_timer = QTimer(self)
         self._idle_timer.setInterval(1000)
         self._idle_timer.timeout.connect(self._check_idle)
+        self.stale_s: float | None = None
+        self._stale_timer = QTimer(self)
+        self._stale_timer.setInterval(250)
+        self._stale_timer.timeout.connect(self._check_stale)
         self._show_login()
         self.snapshots.start()
         self.statuses.start()
         self._idle_timer.start()
+        self._stale_timer.start()
 
     # -- navigation ---------------------------------------------------------------------------------
     def current_key(self) -> str | None:
@@ -295,8 +306,11 @@ class ConsoleWindow(QMainWindow):
     def _on_snapshot(self, snap) -> None:
         previous = self.ctx.snapshot
         self.ctx.snapshot = snap
+        self.stale_s = None
         self.banner.show_state(snap.state, snap.link_ok)
+        self.screens["treatment"].set_stale(None)
         self.screens["treatment"].show_snapshot(snap)
+        self.screens["checklist"].show_snapshot(snap)
         if snap.state in (State.ARMED, State.BEAM_ON) and self.ctx.session is not None \
                 and (previous is None or previous.state is not snap.state):
             self.show_screen("treatment")
@@ -304,12 +318,29 @@ class ConsoleWindow(QMainWindow):
         if snap.state in theme.BEAM_STATES:
             self.activity.last_activity_s = time.monotonic()   # never lock during a beam
 
+    def _check_stale(self) -> None:
+        """No new snapshot for STALE_AFTER_S: the figures on screen are old; say so, in words."""
+        age = self.snapshots.age_s()
+        snap = self.ctx.snapshot
+        if age is None or age < STALE_AFTER_S:
+            return
+        self.stale_s = age
+        self.banner.show_state(snap.state if snap else None, snap.link_ok if snap else True, stale_s=age)
+        self.screens["treatment"].set_stale(age)
+        self.alarm.show_alarm(" · ".join(x for x in (
+            "DISPLAY NOT UPDATING — no news from the treatment supervisor; the figures shown are old. If the "
+            "beam may be on, press STOP (Esc)", alarm_text(snap) if snap else "") if x))
+
     def _on_status(self, status) -> None:
         self.ctx.status = status
         p = status.patient
         self.patient_label.setText(
             (f"Patient: {p.full_name} · MRN {p.medical_record_number} · born {p.date_of_birth.isoformat()}"
              if p is not None else "No patient selected") + f" · step: {status.step.value.replace('_', ' ')}")
+        self.next_step.setText(next_step_text(status))
+        self.screens["treatment"].set_workflow_ready(
+            status.step.value in ("plan_approved", "ready_to_treat") and status.checklist is not None
+            and status.checklist.ok)
         screen = self.stack.currentWidget()
         show = getattr(screen, "show_status", None)
         if show is not None:
@@ -335,11 +366,34 @@ class ConsoleWindow(QMainWindow):
 
     def shutdown(self) -> None:
         self._idle_timer.stop()
+        self._stale_timer.stop()
         self.snapshots.stop()
         self.statuses.stop()
         self.alarm.show_alarm("")
         QApplication.instance().removeEventFilter(self.activity)
         self.ctx.close()
+
+
+_NEXT_STEP = {
+    "devices_disconnected": "the X-ray unit is not connected: check its cable and power, then restart the console",
+    "no_patient": "select the patient (screen 1)",
+    "patient_selected": "the physician prescribes and calculates the plan (screen 1)",
+    "plan_created": "the physician and the physicist sign the plan (screen 2)",
+    "plan_approved": "the therapist warms up the unit and runs the checklist (screen 3)",
+    "ready_to_treat": "ARM, then START BEAM (screen 4)",
+    "treating": "treatment in progress (screen 4) — STOP: Esc or F12",
+    "delivery_ended": "sign the delivery record (screen 5); if the dose is incomplete, the physician plans "
+                      "the remainder (screen 1)",
+    "record_signed": "record signed: export it (screen 5) or select the next patient",
+    "interrupted": "a physicist or physician decides on the interrupted treatment (screen 6)",
+}
+
+
+def next_step_text(status) -> str:
+    """The obvious next step for this workflow status, in words (the service decides what is allowed)."""
+    if status is None:
+        return ""
+    return "NEXT: " + _NEXT_STEP.get(status.step.value, status.step.value.replace("_", " "))
 
 
 def alarm_text(snap) -> str:

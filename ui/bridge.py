@@ -7,6 +7,7 @@ blocks the GUI thread waiting on a Future, never queues snapshots (a stalled GUI
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import Future
 from typing import Any, Callable
 
@@ -15,6 +16,8 @@ from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 log = logging.getLogger(__name__)
 
 SNAPSHOT_PERIOD_MS = 50
+# The Supervisor publishes at every poll (20 Hz); figures older than this are shown as NOT UPDATING.
+STALE_AFTER_S = 1.0
 
 
 class SnapshotBridge(QObject):
@@ -28,6 +31,7 @@ class SnapshotBridge(QObject):
         self._mailbox = mailbox
         self._last_seq: int | None = None
         self._latest = None
+        self._arrived_s: float | None = None     # monotonic time the newest snapshot arrived here
         self._timer = QTimer(self)
         self._timer.setInterval(period_ms)
         self._timer.timeout.connect(self.poll)
@@ -39,6 +43,16 @@ class SnapshotBridge(QObject):
     @property
     def latest(self):
         return self._latest
+
+    def age_s(self, now_s: float | None = None) -> float | None:
+        """Seconds since the newest snapshot arrived in this bridge (None before the first one).
+
+        The Snapshot carries no time of the last device reading, so this is how the UI knows its
+        figures are stale: the supervisor publishes at every poll, and nothing new means nothing fresh.
+        """
+        if self._arrived_s is None:
+            return None
+        return (time.monotonic() if now_s is None else now_s) - self._arrived_s
 
     def start(self) -> None:
         self._timer.start()
@@ -57,6 +71,7 @@ class SnapshotBridge(QObject):
             return
         self._last_seq = snap.seq
         self._latest = snap
+        self._arrived_s = time.monotonic()
         self.snapshot.emit(snap)
 
 

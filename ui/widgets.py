@@ -73,10 +73,13 @@ class StateBanner(QLabel):
         self.setWordWrap(True)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.state: State | None = None
+        self.link_ok = True
+        self.stale_s: float | None = None
         self.show_state(None)
 
-    def show_state(self, state: State | None, link_ok: bool = True) -> None:
-        self.state = state
+    def show_state(self, state: State | None, link_ok: bool = True, stale_s: float | None = None) -> None:
+        """`stale_s`: age of the figures when no fresh snapshot arrived (None = fresh)."""
+        self.state, self.link_ok, self.stale_s = state, link_ok, stale_s
         if state is None:
             words, bg, fg = "CONNECTING TO THE TREATMENT SUPERVISOR…", "#39434d", theme.TEXT
         else:
@@ -84,6 +87,9 @@ class StateBanner(QLabel):
             words, bg, fg = look.words, look.background, look.foreground
         if not link_ok:
             words += "  ·  LINK TO X-RAY UNIT LOST"
+        if stale_s is not None:
+            words = f"⚠ DISPLAY NOT UPDATING for {stale_s:.0f} s — last known: " + words
+            bg, fg = "#5a4a00", "#ffffff"
         self.setText(words)
         self.setAccessibleName(f"Treatment state: {words}")
         self.setStyleSheet(f"QLabel#stateBanner {{ background: {bg}; color: {fg}; font-size: "

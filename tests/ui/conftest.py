@@ -96,3 +96,91 @@ def ready_supervisor(sim_xrs, tmp_path):
         yield sup, box
     finally:
         sup.close()
+
+
+# -- the whole console on a realistic installation (tests/support) ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def installation(tmp_path_factory):
+    """Demo users, approved calibration and today's output check — made once by `orconsole demo --setup-only`."""
+    from tests.support.installation import make_installation
+    home = tmp_path_factory.mktemp("installation") / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ORCONSOLE_HOME", str(home))
+        mp.delenv("ORCONSOLE_INSTALLATION_KEY", raising=False)
+        return make_installation(home)
+
+
+@pytest.fixture(scope="session")
+def installation_without_qa(tmp_path_factory):
+    """Users and the approved calibration, but no output check today."""
+    from tests.support.installation import make_installation
+    home = tmp_path_factory.mktemp("installation-noqa") / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ORCONSOLE_HOME", str(home))
+        mp.delenv("ORCONSOLE_INSTALLATION_KEY", raising=False)
+        return make_installation(home, output_check="none")
+
+
+class Console:
+    """A ConsoleWindow on the service that orconsole.wiring builds from the command line (--dev)."""
+
+    def __init__(self, qtbot, installation, home, monkeypatch, applicator_cm: float = APPLICATOR_CM) -> None:
+        from orconsole.wiring import build_treatment_service
+        from simulators.bench import get_bench
+        from tests.support.installation import console_args
+        self.qtbot = qtbot
+        self.installation = installation.copy_to(home) if installation.home != home else installation
+        monkeypatch.setenv("ORCONSOLE_HOME", str(home))
+        monkeypatch.delenv("ORCONSOLE_INSTALLATION_KEY", raising=False)
+        monkeypatch.delenv("ORCONSOLE_CONFIG", raising=False)
+        self.bench_name = f"ui-console-{next(_names)}"
+        self.bench = get_bench(self.bench_name, source="fast", applicator=str(applicator_cm), seed="7")
+        self.args = console_args(self.installation, self.bench_name)
+        self.parts = build_treatment_service(self.args)
+        self.window = None
+        self.open_window()
+
+    def open_window(self):
+        from ui.app import ConsoleWindow
+        self.window = ConsoleWindow(service=self.parts.service, identity=self.parts.identity, store=self.parts.store,
+                                    dev_bench=self.parts.bench)
+        self.qtbot.addWidget(self.window)
+        self.window.resize(1600, 1000)
+        self.window.show()
+        self.qtbot.waitExposed(self.window)
+        return self.window
+
+    @property
+    def service(self):
+        return self.parts.service
+
+    def password(self, user: str) -> str:
+        return self.installation.passwords[user]
+
+    def close(self) -> None:
+        if self.window is not None:
+            self.window.shutdown()
+            self.window.close()
+            self.window = None
+        if self.parts is not None:
+            self.parts.service.close()
+            self.parts.store.close()
+            self.parts = None
+
+
+@pytest.fixture
+def console_factory(styled, qtbot, tmp_path, monkeypatch):
+    """console_factory(installation, applicator_cm=1.5) → Console; everything is closed afterwards."""
+    from simulators.bench import reset_benches
+    made: list[Console] = []
+
+    def make(installation, applicator_cm: float = APPLICATOR_CM, home=None) -> Console:
+        console = Console(qtbot, installation, home or tmp_path / f"home{len(made)}", monkeypatch, applicator_cm)
+        made.append(console)
+        return console
+    yield make
+    for console in made:
+        console.close()
+    reset_benches()

@@ -38,6 +38,12 @@ class ChecklistScreen(QWidget):
         form.addRow(make_label("Medical record no."), self.mrn)
         form.addRow(make_label("Date of birth"), self.dob)
         ll.addLayout(form)
+        self.unit_line = make_label("X-ray unit: not reporting", "info", wrap=True)
+        self.unit_line.setObjectName("unitLine")
+        ll.addWidget(self.unit_line)
+        self.prepare_button = make_button("Warm up the X-ray unit (50 kV / 40 µA)", name="prepareDevices")
+        self.prepare_button.setToolTip("sets the technique and runs the unit's warm-up; no treatment beam")
+        ll.addWidget(self.prepare_button)
         self.run_button = make_button("Run checklist", "primary", name="runChecklist")
         ll.addWidget(self.run_button)
         self.error = make_label("", "error", wrap=True)
@@ -61,10 +67,12 @@ class ChecklistScreen(QWidget):
         self._args = None
         self._pending = False
         self.run_button.clicked.connect(self._run)
+        self.prepare_button.clicked.connect(self._prepare)
         self.dob.returnPressed.connect(self._run)
         self.treat_button.clicked.connect(self.go_to_treatment.emit)
         self.setTabOrder(self.mrn, self.dob)
-        self.setTabOrder(self.dob, self.run_button)
+        self.setTabOrder(self.dob, self.prepare_button)
+        self.setTabOrder(self.prepare_button, self.run_button)
         self.setTabOrder(self.run_button, self.treat_button)
         self._recheck = QTimer(self)
         self._recheck.setInterval(RECHECK_MS)
@@ -80,6 +88,29 @@ class ChecklistScreen(QWidget):
     def hideEvent(self, event) -> None:  # noqa: N802 - Qt
         super().hideEvent(event)
         self._recheck.stop()
+
+    def _prepare(self) -> None:
+        """Technique and warm-up through the service (it waits until the unit reports READY)."""
+        self.prepare_button.setEnabled(False)
+        self.error.setText("Warming up the X-ray unit… (no treatment beam; this can take a minute)")
+        self.ctx.run(self.ctx.service.prepare_devices, self._prepared)
+
+    def _prepared(self, outcome: Outcome) -> None:
+        self.prepare_button.setEnabled(True)
+        if not outcome.ok:
+            self.error.setText("Warm-up refused: " + outcome.message)
+            return
+        self.error.setText("")
+        if self._args is not None:
+            self._submit()
+
+    def show_snapshot(self, snap) -> None:
+        if snap is None:
+            return
+        state = snap.device_state or "not reporting"
+        ready = state in ("ready", "armed")
+        self.unit_line.setText(f"X-ray unit: {state.upper().replace('_', ' ')}" + (
+            "" if ready else " — warm it up before the checklist") + ("" if snap.link_ok else " · LINK LOST"))
 
     def _run(self) -> None:
         self.error.clear()

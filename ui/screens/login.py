@@ -12,6 +12,17 @@ from ui.context import Context, Outcome
 from ui.widgets import make_button, make_label, panel
 
 
+def first_run_text(db_url: str | None) -> str:
+    """What to do on an installation without any account (docs/storage.md, 'First run')."""
+    db = f" --db '{db_url}'" if db_url else ""
+    return ("NO USER ACCOUNT EXISTS YET on this installation, so nobody can sign in. An administrator creates "
+            "the first one once, in a terminal on this computer:\n\n"
+            f"    orconsole admin create-first-admin --username NAME --full-name \"PRINTED NAME\"{db}\n\n"
+            "It asks for the password twice (at least 10 characters). Then the administrator creates the clinical "
+            "accounts with  orconsole admin add-user --admin NAME --username USER --full-name \"PRINTED NAME\" "
+            f"--role therapist|physicist|oncologist{db}  and everyone signs in here with their own account.")
+
+
 class LoginScreen(QWidget):
     """Emits `logged_in(Session)`. In lock mode it says who locked it and that the treatment continues."""
 
@@ -49,6 +60,11 @@ class LoginScreen(QWidget):
         self.error = make_label("", "error", wrap=True)
         self.error.setObjectName("loginError")
         layout.addWidget(self.error)
+        self.first_run = make_label("", "error", wrap=True)
+        self.first_run.setObjectName("firstRun")
+        self.first_run.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.first_run.hide()
+        layout.addWidget(self.first_run)
         self.sign_in.clicked.connect(self._submit)
         self.password.returnPressed.connect(self._submit)
         self.username.returnPressed.connect(self.password.setFocus)
@@ -67,6 +83,21 @@ class LoginScreen(QWidget):
             self.username.clear()
         self.password.clear()
         self.error.clear()
+        self.check_first_run()
+
+    def check_first_run(self) -> None:
+        """Ask the identity service (off the GUI thread) whether any account exists; if none, say how the
+        first administrator is created. The console never creates an account itself."""
+        has_users = getattr(self.ctx.identity, "has_users", None)
+        if has_users is not None:
+            self.ctx.run(has_users, self._first_run_known)
+
+    def _first_run_known(self, outcome: Outcome) -> None:
+        if not outcome.ok or outcome.value:
+            self.first_run.hide()
+            return
+        self.first_run.setText(first_run_text(getattr(self.ctx.store, "display_url", None)))
+        self.first_run.show()
 
     def focus_first(self) -> None:
         (self.password if self.username.text() else self.username).setFocus()

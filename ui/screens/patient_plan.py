@@ -103,6 +103,11 @@ class PatientPlanScreen(QWidget):
         rl.addLayout(form2)
         self.plan_button = make_button("Prescribe and calculate plan", "primary", name="createPlan")
         rl.addWidget(self.plan_button)
+        self.continuation_button = make_button("Plan the remainder (continuation)", name="planContinuation")
+        self.continuation_button.setToolTip("after an interrupted delivery: a new plan version for the dose not yet "
+                                            "delivered, into the same record; needs both approvals again")
+        self.continuation_button.hide()
+        rl.addWidget(self.continuation_button)
         self.plan_error = make_label("", "error", wrap=True)
         self.plan_error.setObjectName("planError")
         rl.addWidget(self.plan_error)
@@ -116,6 +121,7 @@ class PatientPlanScreen(QWidget):
         self.select_button.clicked.connect(self._select)
         self.register_button.clicked.connect(self._register)
         self.plan_button.clicked.connect(self._create_plan)
+        self.continuation_button.clicked.connect(self._plan_continuation)
         for a, b in ((self.mrn, self.dob), (self.dob, self.select_button), (self.select_button, self.full_name),
                      (self.full_name, self.trial_id), (self.trial_id, self.register_button),
                      (self.register_button, self.prescription), (self.prescription, self.applicator),
@@ -180,6 +186,16 @@ class PatientPlanScreen(QWidget):
         self.ctx.run(self.ctx.service.create_plan, self._plan_done, self.ctx.session, password,
                      prescription_text=self.prescription.text(), applicator_cm=applicator_cm, cavity=cavity)
 
+    def _plan_continuation(self) -> None:
+        self.plan_error.clear()
+        password = self.rx_password.text()
+        self.rx_password.clear()
+        if not password:
+            self.plan_error.setText("Enter your password (it signs the continuation plan).")
+            return
+        self.plan_error.setText("Calculating the remainder…")
+        self.ctx.run(self.ctx.service.plan_continuation, self._plan_done, self.ctx.session, password)
+
     def _plan_done(self, outcome: Outcome) -> None:
         if not outcome.ok:
             self.plan_error.setText("Refused: " + outcome.message)
@@ -196,3 +212,8 @@ class PatientPlanScreen(QWidget):
                                       f"{p.date_of_birth.isoformat()} · trial {p.trial_subject_id}")
         if status.plan is not None:
             self.plan_text.setText(plan_summary(status.plan))
+        # after an interruption (recorded sessions, record not signed, no beam): the remainder can be planned
+        self.continuation_button.setVisible(
+            status.record_id is not None and status.record_sessions > 0 and status.plan is not None
+            and status.step.value in ("delivery_ended", "plan_approved", "plan_created", "patient_selected")
+            and status.delivered_secondary_gy < 0.995 * status.plan.prescription_dose_gy)

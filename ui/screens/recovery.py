@@ -29,6 +29,7 @@ class RecoveryScreen(QWidget):
         super().__init__(parent)
         self.ctx = ctx
         self.info = None
+        self._last_decision: str | None = None
         root = QHBoxLayout(self)
         lf, ll = panel()
         ll.addWidget(make_label("Interrupted treatment", "heading"))
@@ -82,10 +83,15 @@ class RecoveryScreen(QWidget):
             return
         service, session = self.ctx.service, self.ctx.session
 
+        may_prescribe = session is not None and str(getattr(session.role, "value", session.role)) == \
+            "radiation oncologist"
+
         def decide():
             info = service.decide_recovery(session, password, decision=decision, acknowledgement=ack)
-            plan = service.plan_continuation(session, password) if decision == "continue" else None
+            # the physician may plan the remainder at once; a physicist's decision hands over to the physician
+            plan = service.plan_continuation(session, password) if decision == "continue" and may_prescribe else None
             return info, plan
+        self._last_decision = decision
         self.message.setText("Recording the decision…")
         self.ctx.run(decide, self._done)
 
@@ -95,6 +101,15 @@ class RecoveryScreen(QWidget):
             return
         info, plan = outcome.value
         self.details.setText(recovery_text(info))
-        self.message.setText("Decision recorded. " + (
-            f"Continuation plan {plan.plan_id} v{plan.version} created: it needs both approvals."
-            if plan is not None else "The treatment is closed as incomplete; sign the record."))
+        if plan is not None:
+            text = (f"Decision recorded. Continuation plan {plan.plan_id} v{plan.version} created for the remainder: "
+                    "it needs both approvals (screen 2).")
+        elif self._last_decision == "continue":
+            text = ("Decision recorded: deliver the remainder. Next: the physician signs in and presses 'Plan the "
+                    "remainder' on screen 1; then both approvals.")
+        else:
+            text = "Decision recorded: the treatment is closed as incomplete. Next: sign the record (screen 5)."
+        self.message.setText(text)
+        self.message.setProperty("role", "info")
+        self.message.style().unpolish(self.message)
+        self.message.style().polish(self.message)

@@ -78,6 +78,7 @@ class TreatmentScreen(QWidget):
     optionally, record_interruption_reason(text)."""
 
     title = "Treatment"
+    go_to_record = Signal()
 
     def __init__(self, controller: Any, futures: FutureBridge, parent: QWidget | None = None,
                  on_reason: Callable[[str], None] | None = None, own_shortcuts: bool = True) -> None:
@@ -90,6 +91,7 @@ class TreatmentScreen(QWidget):
         self._pending_reason_for: str | None = None
         self._last_state: State | None = None
         self._busy = False
+        self.workflow_ready: bool | None = None
 
         root = QVBoxLayout(self)
         root.setContentsMargins(16, 12, 16, 12)
@@ -101,11 +103,16 @@ class TreatmentScreen(QWidget):
         # -- the countdown
         clock_frame, clock = panel()
         clock.addWidget(make_label("REMAINING TIME", "heading"))
+        self.stale = make_label("", wrap=True)
+        self.stale.setObjectName("staleWarning")
+        self.stale.setStyleSheet(f"background: #5a4a00; color: #ffffff; font-weight: 800; padding: 6px; "
+                                 f"font-size: {theme.LABEL_FONT_PX}px;")
+        self.stale.hide()
+        clock.addWidget(self.stale)
         self.remaining = make_label("--:--.-")
         self.remaining.setObjectName("remaining")
         self.remaining.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.remaining.setStyleSheet(f"font-size: {theme.COUNTDOWN_FONT_PX}px; font-weight: 800; "
-                                     "font-family: 'DejaVu Sans Mono', monospace;")
+        self.remaining.setStyleSheet(self._countdown_style(theme.TEXT))
         clock.addWidget(self.remaining, 1)
         times = QHBoxLayout()
         self.elapsed = make_label("Elapsed --:--.-", "figure")
@@ -157,6 +164,10 @@ class TreatmentScreen(QWidget):
         self.message = make_label("", "info", wrap=True)
         self.message.setObjectName("treatmentMessage")
         root.addWidget(self.message)
+        self.record_button = make_button("Next: sign the delivery record →", "go", name="goToRecord")
+        self.record_button.clicked.connect(self.go_to_record.emit)
+        self.record_button.hide()
+        root.addWidget(self.record_button)
         self.reason_panel = ReasonPanel()
         self.reason_panel.submitted.connect(self._reason_given)
         root.addWidget(self.reason_panel)
@@ -230,6 +241,36 @@ class TreatmentScreen(QWidget):
 
     # -- rendering ------------------------------------------------------------------------------
 
+    def set_workflow_ready(self, ready: bool | None) -> None:
+        """In the console the service arms from an approved plan with a passed checklist (it loads, approves
+        and confirms at the supervisor itself), so ARM follows the workflow; None = standalone (READY)."""
+        self.workflow_ready = ready
+        if self.snapshot is not None:
+            self.arm_button.setEnabled(self._arm_possible(self.snapshot.state))
+
+    def _arm_possible(self, state: State) -> bool:
+        if self.workflow_ready is None:
+            return state is State.READY
+        return self.workflow_ready and state not in (State.ARMED, State.BEAM_ON, State.PAUSED, State.FAULT,
+                                                     State.INTERRUPTED)
+
+    def set_stale(self, age_s: float | None) -> None:
+        """Mark every figure as old (no fresh snapshot for `age_s` seconds) or fresh again (None)."""
+        if age_s is None:
+            if self.stale.isVisible() or self.stale.text():
+                self.stale.hide()
+                self.stale.setText("")
+                self.remaining.setStyleSheet(self._countdown_style(theme.TEXT))
+            return
+        self.stale.setText(f"⚠ NOT UPDATING — these figures are {age_s:.0f} s old")
+        self.stale.show()
+        self.remaining.setStyleSheet(self._countdown_style("#8a8f94"))
+
+    @staticmethod
+    def _countdown_style(colour: str) -> str:
+        return (f"font-size: {theme.COUNTDOWN_FONT_PX}px; font-weight: 800; color: {colour}; "
+                "font-family: 'DejaVu Sans Mono', monospace;")
+
     def show_snapshot(self, snap) -> None:
         self.snapshot = snap
         if snap is None:
@@ -257,11 +298,13 @@ class TreatmentScreen(QWidget):
             self.plan_line.setText("No plan loaded")
         self.interlocks.show_interlocks(snap.interlocks)
         state = snap.state
-        self.arm_button.setEnabled(state is State.READY)
+        self.arm_button.setEnabled(self._arm_possible(state))
         self.start_button.setEnabled(state is State.ARMED)
         self.pause_button.setEnabled(state is State.BEAM_ON)
         self.resume_button.setEnabled(state is State.PAUSED)
         self.stop_button.setEnabled(True)
+        self.record_button.setVisible(state in (State.COMPLETED, State.TERMINATED, State.FAULT)
+                                      and not snap.closing_segment)
         if state is not self._last_state:
             if state in (State.TERMINATED, State.FAULT) and self._last_state is State.BEAM_ON \
                     and snap.termination is not None and snap.termination.value == "MACHINE":
