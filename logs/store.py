@@ -301,9 +301,10 @@ class Store:
             raise StoreError(f"{kind} cannot reference draft {references.doc_id}: only a final document can be referenced")
         with self.transaction() as conn:
             conn.execute(insert(t.documents).values(**values))
-            details = {"doc_id": doc_id, "kind": kind, "subject": subject}
+            # The audit entry repeats every metadata column, so verification can detect a change to any of them.
+            details = {"doc_id": doc_id, "kind": kind, "subject": subject, "created_utc": now, "created_by": actor}
             if final:
-                details["content_hash"] = values["content_hash"]
+                details.update(content_hash=values["content_hash"], finalised_utc=now)
             if references is not None:
                 details.update(references_doc_id=references.doc_id, references_hash=references.content_hash)
             self.append_audit(conn, actor, "document created", details)
@@ -333,7 +334,8 @@ class Store:
             now = utc_now_iso()
             conn.execute(update(t.documents).where(t.documents.c.doc_id == doc_id)
                          .values(status="final", content_hash=h, finalised_utc=now))
-            self.append_audit(conn, actor, "document finalised", {"doc_id": doc_id, "kind": row.kind, "content_hash": h})
+            self.append_audit(conn, actor, "document finalised", {"doc_id": doc_id, "kind": row.kind, "content_hash": h,
+                                                                  "finalised_utc": now})
         return self.get_document(doc_id)
 
     def get_document(self, doc_id: str) -> Document:

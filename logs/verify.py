@@ -22,6 +22,8 @@ from logs.signing import DocumentVerdict, verify_document
 from logs.store import Document, DocumentNotFound, PublicKeyRow, SignatureRow, Store
 
 SCHEMAS = {RECORD_KIND: DeliveryRecord, ADDENDUM_KIND: RecordAddendum}
+_AUDITED_COLUMNS = ("kind", "subject", "created_utc", "created_by", "references_doc_id", "references_hash",
+                    "finalised_utc")
 
 
 @dataclass
@@ -29,6 +31,7 @@ class AuditIndex:
     """What the audit trail says happened to documents and signatures."""
 
     created: set[str] = field(default_factory=set)
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)  # doc_id -> audited column values
     finalised: dict[str, str] = field(default_factory=dict)  # doc_id -> content hash
     signatures: dict[str, dict[str, str]] = field(default_factory=dict)  # doc_id -> {sig_id: meaning}
 
@@ -37,10 +40,14 @@ class AuditIndex:
             return
         if e.action == "document created":
             self.created.add(d.get("doc_id"))
+            meta = self.metadata.setdefault(d.get("doc_id"), {})
+            meta.update({k: d[k] for k in _AUDITED_COLUMNS if k in d})
             if d.get("content_hash"):
                 self.finalised[d["doc_id"]] = d["content_hash"]
         elif e.action == "document finalised":
             self.finalised[d.get("doc_id")] = d.get("content_hash")
+            if "finalised_utc" in d:
+                self.metadata.setdefault(d.get("doc_id"), {})["finalised_utc"] = d["finalised_utc"]
         elif e.action in ("record signed", "approval") and d.get("sig_id"):
             self.signatures.setdefault(d.get("doc_id"), {})[d["sig_id"]] = d.get("meaning")
 
@@ -73,6 +80,14 @@ class AuditIndex:
             v.problems.append("the audit trail does not record that this document was finalised")
         if not doc.is_final and audited_hash:
             v.problems.append("the audit trail says this document was finalised, but it is stored as a draft")
+        meta = self.metadata.get(doc.doc_id, {})
+        changed = [col for col, audited in meta.items() if col != "content_hash" and getattr(doc, col) != audited]
+        for col in ("references_doc_id", "references_hash"):
+            if col not in meta and getattr(doc, col) is not None and doc.doc_id in self.created:
+                changed.append(col)
+        if changed:
+            v.problems.append("its " + ", ".join(c.replace("_", " ") for c in changed) +
+                              " differ(s) from what the audit trail recorded: the stored row was edited")
         present = {s.sig_id for s in sigs}
         for sig_id, meaning in self.signatures.get(doc.doc_id, {}).items():
             if sig_id not in present:
@@ -147,8 +162,8 @@ def verify_one(doc: Document, sigs: list[SignatureRow], keys: dict[str, PublicKe
     if doc.kind == RECORD_KIND and data is not None and plan_lookup is not None:
         _check_approvals(v, data, plan_lookup)
     if doc.kind == ADDENDUM_KIND and doc.is_final and data:
-        if data.get("amends_content_hash") != doc.references_hash:
-            v.problems.append("the addendum names a different original hash than the one it is stored against")
+        if data.get("amends_content_hash") != doc.references_hash or data.get("amends_record_id") != doc.references_doc_id:
+            v.problems.append("the addendum names a different original than the one it is stored against")
     if audit is not None:
         audit.check(v, doc, sigs)
     if doc.is_final and doc.kind == RECORD_KIND and not sigs:

@@ -223,3 +223,25 @@ def test_record_pointing_at_an_unapproved_plan_version_fails(store):
     book.finalise(rec.record_id, actor="tom", completion="incomplete")
     v = verify_stored(store, rec.record_id)
     assert not v.ok and "the delivered plan is not the approved one" in v.render()
+
+
+def test_changing_any_column_of_a_stored_record_or_addendum_is_detected(store):
+    cast = make_cast(store)
+    record_id = signed_record(store, cast)
+    add = RecordBook(store).add_addendum(record_id, author="tom", reason="typo", corrections=[])
+    cast.ids.sign(cast.therapist, PASSWORDS["tom"], add.doc_id, Meaning.AUTHORED_ADDENDUM)
+    assert verify_all(store).ok
+    drop_protection(store)
+    columns = ("kind", "subject", "status", "content", "content_hash", "references_doc_id", "references_hash",
+               "created_utc", "created_by", "finalised_utc")
+    for doc_id in (record_id, add.doc_id):
+        row = store.get_document(doc_id)
+        for column in columns:
+            value = getattr(row, column)
+            changed = "x" if value is None else value[:-1] + chr(ord(value[-1]) ^ 1)
+            with store.engine.begin() as conn:
+                conn.execute(text(f"UPDATE documents SET {column}=:v WHERE doc_id=:d"), {"v": changed, "d": doc_id})
+            assert not verify_all(store).ok, f"change of {column} in {row.kind} not detected"
+            with store.engine.begin() as conn:
+                conn.execute(text(f"UPDATE documents SET {column}=:v WHERE doc_id=:d"), {"v": value, "d": doc_id})
+    assert verify_all(store).ok
