@@ -56,6 +56,35 @@ class QaConfig(_Section):
     k_tp_reference_temperature_c: float = Field(20.0, ge=15.0, le=25.0,
                                                 description="T0 of k_TP: 20 (PTW/Europe) or 22 (US)")
     k_tp_reference_pressure_kpa: float = Field(101.325, gt=90.0, lt=110.0)
+    # the guided output check
+    readings_per_series: int = Field(3, ge=2, le=20, description="readings averaged in one series")
+    spread_limit_fraction: float = Field(0.005, gt=0, le=0.02,
+                                         description="(max - min) / mean of a series; above it the series is repeated")
+    max_series: int = Field(2, ge=1, le=5, description="a too-wide spread repeats the series up to this count")
+    temperature_min_c: float = Field(10.0, ge=0.0, le=50.0, description="entered room temperature plausibility")
+    temperature_max_c: float = Field(40.0, ge=0.0, le=50.0)
+    pressure_min_kpa: float = Field(70.0, ge=50.0, le=120.0, description="entered air pressure plausibility")
+    pressure_max_kpa: float = Field(110.0, ge=50.0, le=120.0)
+    chamber_hv_v: float = Field(300.0, ge=-400.0, le=400.0, description="the chamber's nominal polarising voltage")
+    chamber_hv_tolerance_v: float = Field(2.0, gt=0, le=20.0)
+    hv_settle_timeout_s: float = Field(15.0, gt=0, le=120.0,
+                                       description="time for the electrometer's HV to reach the setpoint")
+    measurement_range: str = Field("LOW", pattern="^(VERY_LOW|LOW|MEDIUM|HIGH)$",
+                                   description="electrometer range: VERY_LOW, LOW, MEDIUM or HIGH")
+    zero_timeout_s: float = Field(900.0, gt=0, le=3600.0, description="warm-up plus zero correction within this")
+    xrs_ready_timeout_s: float = Field(600.0, gt=0, le=3600.0, description="the X-ray unit's warm-up within this")
+    beam_settle_timeout_s: float = Field(30.0, gt=0, le=120.0, description="ramp up / ramp down within this")
+    backup_time_margin_fraction: float = Field(0.10, gt=0, le=0.5,
+                                               description="QA exposure backup timer = exposure x (1 + this) + 1 s")
+    poll_period_s: float = Field(0.05, gt=0, le=0.2, description="status polling during a QA exposure")
+    # isotropy, mechanics, calibration, signatures
+    isotropy_tolerance_fraction: float = Field(0.03, gt=0, le=0.10, description="per direction, vs the baseline")
+    straightness_tolerance_mm: float = Field(0.2, gt=0, le=1.0)
+    centering_tolerance_mm: float = Field(0.2, gt=0, le=1.0)
+    calibration_max_validity_days: int = Field(366, ge=1, le=366,
+                                               description="a calibration is never used longer than this")
+    require_signature_for_treatment: bool = Field(
+        True, description="a pass or warning counts for treatment only once a physicist signed it")
 
     @model_validator(mode="after")
     def _warning_inside_window(self) -> "QaConfig":
@@ -63,6 +92,18 @@ class QaConfig(_Section):
             raise ValueError(
                 f"k_out_warning_fraction {self.k_out_warning_fraction} is wider than k_out_window_fraction "
                 f"{self.k_out_window_fraction}: the warning must come before the refusal")
+        if self.temperature_min_c >= self.temperature_max_c:
+            raise ValueError(
+                f"temperature_min_c {self.temperature_min_c} °C must be below temperature_max_c "
+                f"{self.temperature_max_c} °C")
+        if self.pressure_min_kpa >= self.pressure_max_kpa:
+            raise ValueError(
+                f"pressure_min_kpa {self.pressure_min_kpa} kPa must be below pressure_max_kpa "
+                f"{self.pressure_max_kpa} kPa")
+        if not self.require_signature_for_treatment:
+            raise ValueError(
+                "require_signature_for_treatment = false would let an unsigned output check clear a source for "
+                "treatment; the trial requires the physicist's signature: delete the line")
         return self
 
 

@@ -52,9 +52,19 @@ class QaIncomplete(RuntimeError):
 # --------------------------------------------------------------------------------------------
 
 
+# SiteConfig.qa fields read under the same name; the two T0/P0 fields carry a k_tp_ prefix there
+_QA_FIELDS_SAME_NAME = (
+    "k_out_warning_fraction", "k_out_window_fraction", "readings_per_series", "spread_limit_fraction", "max_series",
+    "temperature_min_c", "temperature_max_c", "pressure_min_kpa", "pressure_max_kpa", "chamber_hv_v",
+    "chamber_hv_tolerance_v", "hv_settle_timeout_s", "measurement_range", "zero_timeout_s", "xrs_ready_timeout_s",
+    "beam_settle_timeout_s", "backup_time_margin_fraction", "poll_period_s", "isotropy_tolerance_fraction",
+    "straightness_tolerance_mm", "centering_tolerance_mm", "calibration_max_validity_days",
+    "require_signature_for_treatment")
+
+
 class QaPolicy(BaseModel):
-    """QA limits. Result levels and T0 come from SiteConfig.qa; the rest has safe defaults here until
-    orconsole/config.py carries them (see docs/qa.md)."""
+    """QA limits, read from the site file's [qa] section by `from_site` (orconsole/config.py holds the safe
+    defaults, ranges and cross-checks). Constructed directly only by tests, with overrides."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -81,7 +91,7 @@ class QaPolicy(BaseModel):
     isotropy_tolerance_fraction: float = Field(0.03, gt=0, le=0.10)
     straightness_tolerance_mm: float = Field(0.2, gt=0, le=1.0)
     centering_tolerance_mm: float = Field(0.2, gt=0, le=1.0)
-    calibration_max_validity_days: int = Field(366, ge=1, le=730)
+    calibration_max_validity_days: int = Field(366, ge=1, le=366)
     require_signature_for_treatment: bool = True
 
     @model_validator(mode="after")
@@ -95,10 +105,10 @@ class QaPolicy(BaseModel):
 
     @classmethod
     def from_site(cls, site: SiteConfig | None = None, **overrides) -> "QaPolicy":
+        """Every limit from the site file's [qa] section (its safe defaults where the file is silent)."""
         site = site or SiteConfig()
-        values = dict(k_out_warning_fraction=site.qa.k_out_warning_fraction,
-                      k_out_window_fraction=site.qa.k_out_window_fraction,
-                      reference_temperature_c=site.qa.k_tp_reference_temperature_c,
+        values = {name: getattr(site.qa, name) for name in _QA_FIELDS_SAME_NAME}
+        values.update(reference_temperature_c=site.qa.k_tp_reference_temperature_c,
                       reference_pressure_kpa=site.qa.k_tp_reference_pressure_kpa)
         values.update(overrides)
         return cls(**values)
