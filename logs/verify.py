@@ -32,6 +32,7 @@ class AuditIndex:
 
     created: set[str] = field(default_factory=set)
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)  # doc_id -> audited column values
+    keys: dict[str, tuple[str, str]] = field(default_factory=dict)  # key_id -> (owner_kind, owner_id)
     finalised: dict[str, str] = field(default_factory=dict)  # doc_id -> content hash
     signatures: dict[str, dict[str, str]] = field(default_factory=dict)  # doc_id -> {sig_id: meaning}
 
@@ -48,6 +49,8 @@ class AuditIndex:
             self.finalised[d.get("doc_id")] = d.get("content_hash")
             if "finalised_utc" in d:
                 self.metadata.setdefault(d.get("doc_id"), {})["finalised_utc"] = d["finalised_utc"]
+        elif e.action == "key registered":
+            self.keys[d.get("key_id")] = (d.get("owner_kind"), d.get("owner_id"))
         elif e.action in ("record signed", "approval") and d.get("sig_id"):
             self.signatures.setdefault(d.get("doc_id"), {})[d["sig_id"]] = d.get("meaning")
 
@@ -279,6 +282,10 @@ def verify_all(store: Store, *, kinds: tuple[str, ...] | None = None, workers: i
                for doc_id, rows in sigs.items() if doc_id not in ids]
     for doc_id in sorted(audit.created - ids):
         orphans.append(f"document {doc_id} was created according to the audit trail but is missing from the store")
+    for key_id, row in sorted(keys.items()):
+        if audit.keys.get(key_id) != (row.owner_kind, row.owner_id):
+            orphans.append(f"public key {key_id} ({row.owner_kind} {row.owner_id}) was not registered through the "
+                           "store: it was inserted or re-assigned behind the store's back")
     return StoreVerdict(verdicts, chain, orphans)
 
 

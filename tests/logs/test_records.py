@@ -245,3 +245,19 @@ def test_changing_any_column_of_a_stored_record_or_addendum_is_detected(store):
             with store.engine.begin() as conn:
                 conn.execute(text(f"UPDATE documents SET {column}=:v WHERE doc_id=:d"), {"v": value, "d": doc_id})
     assert verify_all(store).ok
+
+
+def test_a_public_key_slipped_into_the_store_is_reported(store):
+    from logs.crypto import b64e, key_id_of, public_key_raw
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    cast = make_cast(store)
+    signed_record(store, cast, review=False)
+    olga = store.get_user(username="olga")
+    k = Ed25519PrivateKey.generate()
+    with store.engine.begin() as conn:  # an attacker's own key, registered for Olga
+        conn.execute(text("INSERT INTO public_keys (key_id, owner_kind, owner_id, public_key_b64, created_utc) "
+                          "VALUES (:k, 'user', :u, :p, '2026-01-01T00:00:00.000000Z')"),
+                     {"k": key_id_of(k.public_key()), "u": olga.user_id, "p": b64e(public_key_raw(k.public_key()))})
+    verdict = verify_all(store)
+    assert not verdict.ok and "was not registered through the store" in verdict.render()
