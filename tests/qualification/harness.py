@@ -349,7 +349,7 @@ def describe_record(d: Delivery) -> str:
 
 
 def check_record(row: Row, d: Delivery, device_irm_gy: float | None, *,
-                 expect_interlock: str | tuple[str, ...] | None) -> None:
+                 expect_interlock: str | tuple[str, ...] | None, event_hint: str = "") -> None:
     """The record (journal + DeliveryReport) holds the event and the dose on both channels."""
     if expect_interlock is not None and not isinstance(expect_interlock, str):
         expect_interlock = next((i for i in expect_interlock if i in d.interlocks_seen), expect_interlock[0])
@@ -374,8 +374,10 @@ def check_record(row: Row, d: Delivery, device_irm_gy: float | None, *,
     if expect_interlock:
         raised = {c.interlock for c in r.interlock_changes if c.state == "raised"}
         shown = d.interlocks_seen.get(expect_interlock, "")
-        in_detail = bool(shown) and (shown.split(":")[0].lower() in r.termination_detail.lower()
-                                     or expect_interlock.replace("_", " ") in r.termination_detail.lower())
+        detail = r.termination_detail.lower()
+        in_detail = ((bool(shown) and shown.split(":")[0].lower() in detail)
+                     or expect_interlock.replace("_", " ") in detail
+                     or (bool(event_hint) and event_hint.lower() in detail))
         row.check(expect_interlock in raised or in_detail,
                   f"interlock {expect_interlock} is in neither the report's interlock changes {sorted(raised)} "
                   f"nor its termination detail {r.termination_detail!r}")

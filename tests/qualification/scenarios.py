@@ -224,7 +224,7 @@ def run_fault(scenario: Scenario, *, seed: int = 1, applicator_cm: float = 3.0, 
             row.notes.append(f"link: {stats.frames_sent} frames sent, {stats.retries} retries, "
                              f"{stats.crc_errors} CRC errors, {stats.timeouts} timeouts")
         check_message(row, d, expect)
-        check_record(row, d, device_gy, expect_interlock=expect)
+        check_record(row, d, device_gy, expect_interlock=expect, event_hint=kind.replace("_", " "))
         total = device_gy
         if scenario.continuation and not completed and device_gy is not None and d.report is not None:
             if scenario.continuation == "fresh":
