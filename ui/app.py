@@ -311,9 +311,11 @@ class ConsoleWindow(QMainWindow):
         self.screens["treatment"].set_stale(None)
         self.screens["treatment"].show_snapshot(snap)
         self.screens["checklist"].show_snapshot(snap)
-        if snap.state in (State.ARMED, State.BEAM_ON) and self.ctx.session is not None \
-                and (previous is None or previous.state is not snap.state):
-            self.show_screen("treatment")
+        changed = previous is None or previous.state is not snap.state
+        ended_beam = previous is not None and previous.state in theme.BEAM_STATES \
+            and snap.state in (State.TERMINATED, State.FAULT, State.COMPLETED)
+        if self.ctx.session is not None and changed and (snap.state in (State.ARMED, State.BEAM_ON) or ended_beam):
+            self.show_screen("treatment")   # the beam, and how it ended, are always in front
         self.alarm.show_alarm(alarm_text(snap))
         if snap.state in theme.BEAM_STATES:
             self.activity.last_activity_s = time.monotonic()   # never lock during a beam
