@@ -34,6 +34,7 @@ class Meaning(StrEnum):
     AUTHORED_ADDENDUM = "authored addendum"
     PERFORMED_QA = "performed QA"
     APPROVED_CALIBRATION = "approved calibration"
+    ACKNOWLEDGED_QA_WARNING = "acknowledged QA warning"
 
 
 # Who may sign with which meaning. Checked when signing AND when verifying, so a signature whose
@@ -46,6 +47,7 @@ MEANING_ROLES: dict[Meaning, frozenset[Role]] = {
     Meaning.AUTHORED_ADDENDUM: frozenset({Role.RADIATION_THERAPIST, Role.MEDICAL_PHYSICIST, Role.RADIATION_ONCOLOGIST}),
     Meaning.PERFORMED_QA: frozenset({Role.MEDICAL_PHYSICIST}),
     Meaning.APPROVED_CALIBRATION: frozenset({Role.MEDICAL_PHYSICIST}),
+    Meaning.ACKNOWLEDGED_QA_WARNING: frozenset({Role.MEDICAL_PHYSICIST}),
 }
 
 # Which meanings make sense on which document kind.
@@ -57,6 +59,7 @@ MEANING_KINDS: dict[Meaning, frozenset[str]] = {
     Meaning.AUTHORED_ADDENDUM: frozenset({"addendum"}),
     Meaning.PERFORMED_QA: frozenset({"qa_result"}),
     Meaning.APPROVED_CALIBRATION: frozenset({"calibration", "qa_baseline"}),
+    Meaning.ACKNOWLEDGED_QA_WARNING: frozenset({"qa_acknowledgement"}),
 }
 
 SIGNATURE_PURPOSE = "ORConsole electronic signature v1"
@@ -183,7 +186,8 @@ class SignatureCheck:
         return not self.problems
 
     def line(self) -> str:
-        head = f"'{self.meaning}' by {self.printed_name} ({self.role}) at {self.signed_utc}"
+        when = f"{self.signed_utc[:10]} {self.signed_utc[11:19]} UTC" if len(self.signed_utc) >= 19 else self.signed_utc
+        head = f"'{self.meaning}' by {self.printed_name} ({self.role}) on {when}"
         return f"  ok   signature {head}" if self.ok else f"  FAIL signature {head}: " + "; ".join(self.problems)
 
 
@@ -233,8 +237,11 @@ class DocumentVerdict:
     def render(self) -> str:
         kind = self.kind.replace("_", " ")
         if self.ok:
-            head = f"OK      {kind} {self.doc_id}: content intact (sha256 {str(self.content_hash)[:16]}…), " \
-                   f"{len(self.signatures)} signature(s) valid and countersigned"
+            n = len(self.signatures)
+            signed = (f"{n} signature{'s' if n != 1 else ''} valid and countersigned" if n else "no signatures")
+            state = "content intact" if self.status == "final" else "draft, well-formed"
+            head = f"OK      {kind} {self.doc_id}: {state} (sha256 {str(self.content_hash)[:16]}…), {signed}" \
+                if self.status == "final" else f"OK      {kind} {self.doc_id}: {state}, {signed}"
         else:
             head = f"FAILED  {kind} {self.doc_id}: " + ("; ".join(self.problems) if self.problems
                                                        else "a signature does not verify")
