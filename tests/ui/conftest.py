@@ -126,7 +126,8 @@ def installation_without_qa(tmp_path_factory):
 class Console:
     """A ConsoleWindow on the service that orconsole.wiring builds from the command line (--dev)."""
 
-    def __init__(self, qtbot, installation, home, monkeypatch, applicator_cm: float = APPLICATOR_CM) -> None:
+    def __init__(self, qtbot, installation, home, monkeypatch, applicator_cm: float = APPLICATOR_CM,
+                 bench_name: str | None = None) -> None:
         from orconsole.wiring import build_treatment_service
         from simulators.bench import get_bench
         from tests.support.installation import console_args
@@ -135,7 +136,7 @@ class Console:
         monkeypatch.setenv("ORCONSOLE_HOME", str(home))
         monkeypatch.delenv("ORCONSOLE_INSTALLATION_KEY", raising=False)
         monkeypatch.delenv("ORCONSOLE_CONFIG", raising=False)
-        self.bench_name = f"ui-console-{next(_names)}"
+        self.bench_name = bench_name or f"ui-console-{next(_names)}"     # the same bench = the same unit
         self.bench = get_bench(self.bench_name, source="fast", applicator=str(applicator_cm), seed="7")
         self.args = console_args(self.installation, self.bench_name)
         self.parts = build_treatment_service(self.args)
@@ -176,8 +177,9 @@ def console_factory(styled, qtbot, tmp_path, monkeypatch):
     from simulators.bench import reset_benches
     made: list[Console] = []
 
-    def make(installation, applicator_cm: float = APPLICATOR_CM, home=None) -> Console:
-        console = Console(qtbot, installation, home or tmp_path / f"home{len(made)}", monkeypatch, applicator_cm)
+    def make(installation, applicator_cm: float = APPLICATOR_CM, home=None, bench_name=None) -> Console:
+        console = Console(qtbot, installation, home or tmp_path / f"home{len(made)}", monkeypatch, applicator_cm,
+                          bench_name)
         made.append(console)
         return console
     yield make
