@@ -136,10 +136,11 @@ class Sim:
     def schedule(self, kind: str, after_beam_on_s: float, **params) -> None:
         raise NotImplementedError("faults of a separate process are given on its command line")
 
-    def kill(self) -> None:
+    def kill(self, wait: bool = True) -> None:
         """Power loss: SIGKILL, no clean shutdown."""
         os.kill(self.proc.pid, 9)
-        self.proc._proc.wait(10)
+        if wait:
+            self.proc._proc.wait(10)
 
     def stop(self) -> None:
         self.proc.stop()

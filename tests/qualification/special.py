@@ -170,11 +170,13 @@ def run_console_killed(*, seed: int = 1, applicator_cm: float = 3.0, power_loss:
         row.check(_wait_line(lines, "BEAM_ON", 30) is not None, f"the console child did not reach beam on: {lines[-3:]}")
         time.sleep(at_s)
         fsynced = [int(x.split()[1]) for x in list(lines) if x.startswith("FSYNC")]
-        if power_loss:
-            sim.kill()
-        proc.kill()
+        proc.kill()                      # console first, the unit a moment later: power lost for both
         killed_at = time.monotonic()
+        if power_loss:
+            sim.kill(wait=False)
         proc.wait(10)
+        if power_loss:
+            sim.proc._proc.wait(10)
         reader.join(2.0)
         fsynced = [int(x.split()[1]) for x in list(lines) if x.startswith("FSYNC")]
         last_fsync = max(fsynced) if fsynced else 0
@@ -411,3 +413,142 @@ def run_store_failure(*, seed: int = 1, applicator_cm: float = 3.0) -> Row:
     except Exception as exc:  # noqa: BLE001
         row.failures.append(f"harness error: {type(exc).__name__}: {exc}")
     return _finish(row, started)
+
+
+# ------------------------------------------------------------------------------------------------ 8, 12 with the
+# TreatmentService: the whole console (`orconsole demo --headless`) in its own process, records in the store
+
+
+def _demo(args: list[str], *, timeout_s: float = 180.0, popen: bool = False):
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "QT_QPA_PLATFORM": "offscreen"}
+    cmd = [sys.executable, "-m", "orconsole", "demo", "--headless", "--json", *args]
+    if popen:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                text=True, env=env, cwd=str(REPO))
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=str(REPO))
+
+
+def _json_of(stdout: str) -> dict:
+    import json
+    for line in reversed(stdout.strip().splitlines() or [""]):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    try:
+        return json.loads(stdout)
+    except ValueError:
+        return {}
+
+
+def run_service_killed(*, seed: int = 1, applicator_cm: float = 3.0, power_loss: bool = False) -> Row:
+    """8/12 through the TreatmentService: `orconsole demo --headless` runs the treatment (store, signed plan and
+    approvals, checklist, record draft) against orconsole-sim on ptys and is SIGKILLed during beam on; then
+    `orconsole demo --headless --recover` recovers it (dose read back from the unit), plans and delivers the
+    remainder as a continuation into the same record, signs it, and the record must verify and total 20 Gy."""
+    started = time.monotonic()
+    sid = "12-power-loss-service" if power_loss else "8-console-sigkill-service"
+    row = Row(scenario=sid, title=("console and unit lose power at once (TreatmentService, demo CLI)" if power_loss
+                                   else "console process killed (SIGKILL) during beam on (TreatmentService, demo CLI)"),
+              fault="SIGKILL orconsole demo + orconsole-sim" if power_loss else "SIGKILL orconsole demo",
+              latency_bound_s=None if power_loss else WATCHDOG_BOUND_S + PIPE_SLACK_S,
+              bound_basis="power gone: HV off with it" if power_loss else "unit watchdog 0.5 s + 1 poll (host clock)")
+    art = Path(tempfile.mkdtemp(prefix=f"qual-{sid}-"))
+    first = approved_plan(applicator_cm=applicator_cm, config=CONFIG, serial=SERIAL)
+    at_s = round(random.Random(f"{seed}:{sid}").uniform(0.15, 0.85) * first.plan.preset_time_s, 3)
+    row.fault_at_s = at_s
+    sim = Sim("--applicator", str(applicator_cm), "--seed", str(seed))
+    sims = [sim]
+    proc = None
+    try:
+        ports = ["--xrs", sim.xrs_port, "--readout", sim.proc.ports["unidos"], "--artifacts", str(art),
+                 "--applicator", str(applicator_cm)]
+        setup = _demo(ports + ["--setup-only"])
+        if not row.check(setup.returncode == 0, f"demo --setup-only failed: {setup.stdout[-300:]} {setup.stderr[-300:]}"):
+            return _finish(row, started)
+        proc = _demo(ports + ["--output-check", "existing"], popen=True)
+        deadline = time.monotonic() + 90
+        on = None
+        while time.monotonic() < deadline and on is None and proc.poll() is None:
+            on = next((e for e in sim.of("beam_on") if e.get("backup_time_s", 0) > 5.0), None)
+            time.sleep(0.02)
+        if not row.check(on is not None, "the demo never switched the treatment beam on"):
+            return _finish(row, started)
+        time.sleep(max(0.0, at_s - (time.monotonic() - on["host_rx_s"])))
+        proc.kill()                      # console first, the unit a moment later: power lost for both
+        killed_at = time.monotonic()
+        if power_loss:
+            sim.kill(wait=False)
+        proc.wait(10)
+        if power_loss:
+            sim.proc._proc.wait(10)
+        journal = art / "journal" / "treatment-journal.jsonl"
+        readout = read_journal(journal)
+        progress = [e for e in readout.entries if e.get("kind") == "progress"]
+        journal_gy = progress[-1]["data"]["irm_dose_gy"] if progress else 0.0
+        row.check(not readout.problems, f"journal problems after the kill: {readout.problems}")
+        row.check(bool(readout.unfinished), "the journal does not show the interrupted treatment as unfinished")
+        unit_first = None
+        if power_loss:
+            sim = Sim("--applicator", str(applicator_cm))   # power back: fresh counters
+            sims.append(sim)
+            ports[1], ports[3] = sim.xrs_port, sim.proc.ports["unidos"]
+        else:
+            off = sim.wait_for("beam_off", 3.0, cause="watchdog")
+            if row.check(off is not None, "the unit did not switch the beam off by its watchdog after SIGKILL"):
+                row.beam_off_latency_s = round(off["host_rx_s"] - killed_at, 4)
+                row.check(row.beam_off_latency_s <= row.latency_bound_s,
+                          f"beam off {row.beam_off_latency_s:.3f} s after SIGKILL, bound {row.latency_bound_s:.3f} s")
+                unit_first = off["irm_dose_gy"]
+        n_offs = len(sim.of("beam_off"))
+        rec = _demo(ports + ["--recover"])
+        out = _json_of(rec.stdout)
+        recovery = out.get("recovery", {})
+        row.termination = f"recovered: {out.get('result', 'no result')} ({out.get('completion', '-')})"
+        row.console_message = _cell_text(rec.stderr)
+        row.check(rec.returncode == 0 and out.get("result") == "delivered",
+                  f"demo --recover did not deliver: rc {rec.returncode}, {out.get('reason', rec.stdout[-300:])}")
+        totals = out.get("total_delivered_dose_gy", {})
+        row.recorded = (f"journal {len(readout.entries)} entries intact (last progress {journal_gy:.3f} Gy); recovery: "
+                        f"unit read-back {recovery.get('device_irm_dose_gy')} Gy, journal {recovery.get('journal_irm_dose_gy')} "
+                        f"Gy; record {out.get('record_id', '?')[:8]}…: {out.get('sessions')} sessions, total primary "
+                        f"{totals.get('primary_timer', float('nan')):.3f} / IRM {totals.get('secondary_irm', float('nan')):.3f} Gy, "
+                        f"verified={out.get('record_verified')}, interruptions {out.get('interruptions')}")
+        row.check(out.get("record_verified") is True, "the record does not verify")
+        row.check(out.get("sessions") == 2, f"expected 2 sessions (treatment + continuation), got {out.get('sessions')}")
+        if unit_first is not None and recovery.get("device_irm_dose_gy") is not None:
+            dev = abs(recovery["device_irm_dose_gy"] - unit_first)
+            row.check(dev <= max(0.005 * unit_first, 0.03),
+                      f"recovery read back {recovery['device_irm_dose_gy']:.4f} Gy, the unit reported {unit_first:.4f} Gy")
+        cont_offs = sim.of("beam_off")[n_offs:]
+        unit_second = sum(e["irm_dose_gy"] for e in cont_offs if e.get("backup_time_s", 1) and e["cause"] != "watchdog")
+        row.continuation = (f"CONTINUATION delivered by the service: unit IRM {unit_second:.3f} Gy "
+                            f"({len(cont_offs)} beam off event(s))")
+        first_gy = unit_first if unit_first is not None else journal_gy
+        if power_loss:
+            row.notes.append(f"the unit's counters were lost with power; the journal's last progress ({journal_gy:.3f} "
+                             "Gy) is a lower bound of session 1")
+        _totals(row, first_gy, unit_second)
+    except Exception as exc:  # noqa: BLE001
+        row.failures.append(f"harness error: {type(exc).__name__}: {exc}")
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        if proc is not None and proc.stdout:
+            proc.stdout.close()
+        for s in sims:
+            try:
+                s.stop()
+            except Exception:  # noqa: BLE001 - a killed simulator has nothing to stop
+                pass
+    return _finish(row, started)
+
+
+def _cell_text(stderr: str) -> str:
+    lines = [line.strip().lstrip("\x1b[2K").strip() for line in stderr.splitlines()]
+    for line in lines:
+        if "restarted during treatment" in line or "console restarted" in line:
+            return line
+    return next((line for line in lines if line), "")
