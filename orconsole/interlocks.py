@@ -16,6 +16,7 @@ from orconsole.config import SiteConfig
 
 class InterlockId(str, enum.Enum):
     OUTPUT_CHECK_NOT_PASSED = "output_check_not_passed"
+    CALIBRATION_NOT_VALID = "calibration_not_valid"
     PLAN_NOT_APPROVED = "plan_not_approved"
     IDENTITY_NOT_VERIFIED = "identity_not_verified"
     APPLICATOR_MISMATCH = "applicator_mismatch"
@@ -82,6 +83,14 @@ _DEFINITIONS: tuple[InterlockDefinition, ...] = (
        "k_out is outside the window",
        "Today's output check of this source has not passed.",
        "The physicist performs the daily output check; treatment is possible once it passes.",
+       Latching.SELF_CLEARING, Effect.BLOCKS_START),
+    _d(InterlockId.CALIBRATION_NOT_VALID, "Source calibration not valid",
+       "the connected source has no approved active calibration, its calibration has expired (valid_until or "
+       "the site's maximum validity) or is dated after today, or the active calibration belongs to another source "
+       "than the loaded plan's",
+       "The connected source has no valid calibration for this treatment.",
+       "The physicist imports and approves the source's current calibration (QA > Calibration), then re-plans "
+       "with it; treatment is possible once it is active and valid today.",
        Latching.SELF_CLEARING, Effect.BLOCKS_START),
     _d(InterlockId.PLAN_NOT_APPROVED, "Plan not approved",
        "the loaded plan version lacks the physician's or the physicist's approval (with independent time check)",

@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -239,6 +240,7 @@ class Supervisor:
     def __init__(self, xrs: XraySource, *, journal_path, clock, device_source_serial: str,
                  config: SiteConfig | None = None, today: Callable[[], date] = date.today,
                  qa_results: Callable[[], Iterable[QaResult]] = lambda: (),
+                 calibration_problem: Callable[[], str | None] = lambda: None,
                  record_store_available: Callable[[], bool] = lambda: True,
                  journal_fsync: Callable[[int], None] | None = None,
                  utc_now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
@@ -249,6 +251,7 @@ class Supervisor:
         self._clock = clock
         self._today = today
         self._qa_results = qa_results
+        self._calibration_problem = calibration_problem   # None, or why the source's calibration is not usable
         self._store_ok = record_store_available
         self._serial = device_source_serial
         self.interlocks = InterlockBank()
@@ -293,6 +296,9 @@ class Supervisor:
         self._device_log_path: Path | None = None
         self._device_log_hash = hashlib.sha256()
         self.recovered_reading: RecoveredReading | None = None
+        # how late each poll ran after its deadline (s): the tick jitter the benchmark reports
+        self.tick_lateness_s: deque[float] = deque(maxlen=200_000)
+        self.end_wake_lateness_s: deque[float] = deque(maxlen=10_000)
         self._queue: queue.Queue[_Command] = queue.Queue()
         self._mailboxes: list[SnapshotMailbox] = []
         self._mail_lock = threading.Lock()
@@ -305,7 +311,7 @@ class Supervisor:
         self._last_good_status_s: float | None = None
         self._segment_irm_before_gy = 0.0     # IRM dose of earlier segments (the unit resets it at each arm)
         self._segment_start_s: float | None = None
-        self._rate_window: list[tuple[float, float]] = []   # (host time, total IRM dose) over ~1 s
+        self._rate_window: list[tuple[float, float]] = []   # (unit time, total IRM dose) over ~1 s
         self._last_journal_s = -math.inf
         self._termination: TerminationStatus | None = None
         self._last_message = readout.report if readout.unfinished or readout.problems else "ready for a plan"
@@ -408,11 +414,13 @@ class Supervisor:
                 spin_until = time.monotonic() + 0.002
                 while self._clock.now_s() < wake_s and time.monotonic() < spin_until:
                     pass                                  # queue timeouts may return a hair early
+                self.end_wake_lateness_s.append(self._clock.now_s() - wake_s)
                 self.poll_once()
                 if self.sm.state is State.BEAM_ON:
                     self._beam_end_s = None               # not ended (status unreadable?): regular polls decide
                 continue
             now_s = self._clock.now_s()
+            self.tick_lateness_s.append(now_s - deadline_s)
             late_periods = int((now_s - deadline_s) // period_s)
             if late_periods >= 1:               # skip missed deadlines instead of bursting to catch up
                 self.overruns += 1
@@ -547,8 +555,10 @@ class Supervisor:
         elapsed_s = self.sm.timer.elapsed_s
         primary_gy = min(elapsed_s, self.sm.timer.preset_s) * expected_rate_gy_per_s
         secondary_gy = self._segment_irm_gy(status)
-        self._rate_window.append((now_s, secondary_gy))
-        while self._rate_window and now_s - self._rate_window[0][0] > 1.0:
+        # dose rate from the unit's own clock: a late poll on a busy console must not look like a rate change
+        device_s = status.device_time_s
+        self._rate_window.append((device_s, secondary_gy))
+        while self._rate_window and device_s - self._rate_window[0][0] > 1.0:
             self._rate_window.pop(0)
         measured = None
         if len(self._rate_window) >= 2 and self._rate_window[-1][0] - self._rate_window[0][0] >= 0.5:
@@ -645,6 +655,14 @@ class Supervisor:
                     qa_problem = exc.message
             self.interlocks.update(InterlockId.OUTPUT_CHECK_NOT_PASSED, bool(qa_problem), now_s=now_s,
                                    detail=qa_problem)
+            calibration_problem = ""
+            if has_plan:
+                try:
+                    calibration_problem = self._calibration_problem() or ""
+                except Exception as exc:  # noqa: BLE001 - a probe that fails cannot vouch for the calibration
+                    calibration_problem = f"the calibration could not be checked ({exc})"
+            self.interlocks.update(InterlockId.CALIBRATION_NOT_VALID, bool(calibration_problem), now_s=now_s,
+                                   detail=calibration_problem)
             try:
                 store_ok = bool(self._store_ok())
             except Exception as exc:  # a failing probe means unavailable

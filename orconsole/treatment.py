@@ -31,7 +31,7 @@ from logs.signing import Meaning
 from logs.store import Store, StoreError
 from orconsole import __version__
 from orconsole.calibration import (CalibrationInterlock, StoreCalibrationRepository,
-                                   active_calibration_or_interlock)
+                                   active_calibration_or_interlock, calibration_interlock_reason)
 from orconsole.config import SiteConfig
 from orconsole.dosecalc import compute_treatment_time, make_plan, parse_prescription_gy
 from orconsole.dosecheck import check_plan
@@ -391,6 +391,7 @@ class TreatmentService:
             config=self.config, today=self._today,
             qa_results=lambda: qa_results_for_planning(self._qa_repo, source_serial=serial, day=self._today(),
                                                        policy=self.qa_policy),
+            calibration_problem=lambda: self._calibration_problem(serial),
             record_store_available=self.store.writable, utc_now=self._utc_now, device_log_dir=self.journal_dir)
         self._treat_box = self.supervisor.subscribe()
         self._reports = self.supervisor.subscribe_reports()
@@ -503,6 +504,18 @@ class TreatmentService:
             raise WorkflowRefused(str(exc), code="calibration") from exc
         stored = self._cal_repo.active(serial)
         return record, stored.doc_id if stored is not None else None
+
+    def _calibration_problem(self, serial: str) -> str | None:
+        """For the CALIBRATION_NOT_VALID interlock (Supervisor thread): None when the connected source has a
+        usable active calibration and it is the one the loaded plan was calculated with."""
+        reason = calibration_interlock_reason(self._cal_repo, serial, today=self._today(),
+                                              max_validity_days=self.qa_policy.calibration_max_validity_days)
+        if reason is not None:
+            return reason
+        plan = self._plan
+        if plan is not None and plan.source_serial != serial:
+            return f"the plan is for source {plan.source_serial}, the connected source is {serial}: re-plan"
+        return None
 
     def _qa_results(self) -> list[QaResult]:
         return qa_results_for_planning(self._qa_repo, source_serial=self._xrs_identity.serial_number,
