@@ -66,6 +66,7 @@ MEANING_PERMISSION: dict[Meaning, Permission] = {
     Meaning.AUTHORED_ADDENDUM: Permission.AUTHOR_ADDENDUM,
     Meaning.PERFORMED_QA: Permission.PERFORM_QA,
     Meaning.APPROVED_CALIBRATION: Permission.MANAGE_CALIBRATION,
+    Meaning.ACKNOWLEDGED_QA_WARNING: Permission.PERFORM_QA,
 }
 
 # Who may create (and sign) which kind of document through create_signed_document.

@@ -812,6 +812,93 @@ def evaluate_mechanics(*, source_serial: str, probe_straightness_mm: float, beam
 
 
 # --------------------------------------------------------------------------------------------
+# A device-owning worker for screens: one thread, the only caller of the two drivers it was given
+# --------------------------------------------------------------------------------------------
+
+
+class OutputCheckWorker:
+    """Runs output checks off the caller's thread, on ONE thread of its own that is the only caller of the
+    two drivers handed to it (the drivers accept one caller only). Give it drivers no other thread uses:
+    e.g. built by the composition root for a QA session while no TreatmentService/Supervisor owns them.
+    While a console's Supervisor owns the devices, the output check has to run on the Supervisor's device
+    thread instead (docs/qa.md, "Output check in the console").
+
+    `submit()` returns a Future resolving to the OutputCheckRecord or raising QaIncomplete; `cancel()` may
+    be called from any thread (beam off, no result). One check at a time; `close()` closes the drivers on
+    the worker thread."""
+
+    def __init__(self, xrs: XraySource, readout: DoseReadout, *, policy: QaPolicy | None = None,
+                 environment: Callable[[], tuple[float, float]] | None = None,
+                 sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.xrs, self.readout = xrs, readout
+        self.policy = policy or QaPolicy()
+        self.environment = environment
+        self._sleep, self._monotonic = sleep, monotonic
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qa-device-owner")
+        self._lock = threading.Lock()
+        self._current: OutputCheck | None = None
+        self._busy = False
+        self._identities: tuple[XrsIdentity, ReadoutIdentity] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def connect(self):
+        """Future → (XrsIdentity, ReadoutIdentity), connecting on the worker thread (once)."""
+        return self._executor.submit(self._connect)
+
+    def _connect(self) -> tuple[XrsIdentity, ReadoutIdentity]:
+        if self._identities is None:
+            try:
+                self._identities = (self.xrs.connect(), self.readout.connect())
+            except DeviceError as exc:
+                raise QaIncomplete(f"cannot connect to the devices: {exc.message}: check the cables and power, "
+                                   "then try again") from exc
+        return self._identities
+
+    def submit(self, request: OutputCheckRequest, calibration: CalibrationRecord, *,
+               on_progress: Callable[[QaProgress], None] | None = None):
+        """Start one output check; refused (RuntimeError with the reason) while another one runs."""
+        with self._lock:
+            if self._busy:
+                raise RuntimeError("an output check is already running: wait for it to end or cancel it")
+            self._busy = True
+        check = OutputCheck(xrs=self.xrs, readout=self.readout, calibration=calibration, policy=self.policy,
+                            on_progress=on_progress, environment=self.environment, connect=False,
+                            sleep=self._sleep, monotonic=self._monotonic)
+        self._current = check
+
+        def run() -> OutputCheckRecord:
+            try:
+                check.xrs_identity, check.readout_identity = self._connect()
+                return check.run(request)
+            finally:
+                with self._lock:
+                    self._busy = False
+        return self._executor.submit(run)
+
+    def cancel(self) -> None:
+        check = self._current
+        if check is not None:
+            check.cancel()
+
+    def close(self) -> None:
+        self.cancel()
+
+        def close_devices() -> None:
+            for device in (self.xrs, self.readout):
+                try:
+                    device.close()
+                except Exception:  # noqa: BLE001 - closing is best effort; the link is gone either way
+                    pass
+        self._executor.submit(close_devices)
+        self._executor.shutdown(wait=True)
+
+
+# --------------------------------------------------------------------------------------------
 # Repository: where QA records, acknowledgements and signatures live
 # --------------------------------------------------------------------------------------------
 
@@ -826,7 +913,7 @@ class StoredQa:
 
 class QaRepository(Protocol):
     def save(self, record: QaRecord) -> str: ...
-    def acknowledge(self, ack: Acknowledgement) -> None: ...
+    def acknowledge(self, ack: Acknowledgement) -> str: ...
     def mark_signed(self, qa_id: str, printed_name: str) -> None: ...
     def records(self, *, source_serial: str | None = None, kind: str | None = None) -> list[StoredQa]: ...
     def save_baseline(self, baseline: IsotropyBaseline) -> str: ...
@@ -872,8 +959,9 @@ class InMemoryQaRepository:
                 return
         raise KeyError(f"no QA record {qa_id}")
 
-    def acknowledge(self, ack: Acknowledgement) -> None:
+    def acknowledge(self, ack: Acknowledgement) -> str:
         self._replace(ack.qa_id, acknowledgement=ack)
+        return f"ack-{ack.qa_id}"
 
     def mark_signed(self, qa_id: str, printed_name: str) -> None:
         current = next(s for s in self._items if s.record.qa_id == qa_id)
@@ -887,6 +975,7 @@ class InMemoryQaRepository:
 QA_DOC_KIND = "qa_result"
 QA_ACK_DOC_KIND = "qa_acknowledgement"
 QA_BASELINE_DOC_KIND = "qa_baseline"
+ACK_MEANING = "acknowledged QA warning"     # logs.signing.Meaning.ACKNOWLEDGED_QA_WARNING
 
 
 class StoreQaRepository:
@@ -902,10 +991,11 @@ class StoreQaRepository:
                                          subject=record.source_serial, doc_id=record.qa_id, final=True)
         return doc.doc_id
 
-    def acknowledge(self, ack: Acknowledgement) -> None:
+    def acknowledge(self, ack: Acknowledgement) -> str:
         qa_doc = self.store.get_document(ack.qa_id)
-        self.store.create_document(QA_ACK_DOC_KIND, ack.model_dump(mode="json"), actor=ack.acknowledged_by,
-                                   subject=qa_doc.subject, references=qa_doc, final=True)
+        doc = self.store.create_document(QA_ACK_DOC_KIND, ack.model_dump(mode="json"), actor=ack.acknowledged_by,
+                                         subject=qa_doc.subject, references=qa_doc, final=True)
+        return doc.doc_id
 
     def mark_signed(self, qa_id: str, printed_name: str) -> None:
         """Signatures are rows in the store (logs.signing); nothing to do here."""
@@ -928,6 +1018,9 @@ class StoreQaRepository:
         out = []
         acks = {}
         for doc in self.store.find_documents(kind=QA_ACK_DOC_KIND, subject=source_serial, status="final"):
+            # an acknowledgement counts only once signed "acknowledged QA warning" (password re-entered)
+            if not any(s.meaning == ACK_MEANING for s in self.store.signatures_for(doc.doc_id)):
+                continue
             ack = Acknowledgement.model_validate(doc.data)
             acks[doc.references_doc_id] = ack
         for doc in self.store.find_documents(kind=QA_DOC_KIND, subject=source_serial, status="final"):
@@ -947,8 +1040,13 @@ class StoreQaRepository:
 
 
 def acknowledge_warning(repo: QaRepository, qa_id: str, *, physicist: str, comment: str,
-                        now: datetime | None = None) -> Acknowledgement:
-    """A physicist acknowledges an output check in the warning band. Refused for pass/fail results."""
+                        now: datetime | None = None, sign: Callable[[str], object] | None = None) -> Acknowledgement:
+    """A physicist acknowledges an output check in the warning band. Refused for pass/fail results.
+
+    `sign(doc_id)` signs the stored acknowledgement "acknowledged QA warning" with the physicist's password
+    re-entered (e.g. `lambda d: identity.sign(session, password, d, Meaning.ACKNOWLEDGED_QA_WARNING)`). In the
+    record store an acknowledgement counts for treatment only once signed; if signing fails (wrong password)
+    the unsigned acknowledgement stays on file, does not count, and may be repeated."""
     matches = [s for s in repo.records(kind="output") if s.record.qa_id == qa_id]
     if not matches:
         raise QaInputError(f"there is no output check {qa_id}")
@@ -963,7 +1061,9 @@ def acknowledge_warning(repo: QaRepository, qa_id: str, *, physicist: str, comme
                            "the comment is kept with the record")
     ack = Acknowledgement(qa_id=qa_id, acknowledged_by=physicist, acknowledged_at=now or datetime.now(timezone.utc),
                           comment=comment.strip())
-    repo.acknowledge(ack)
+    doc_id = repo.acknowledge(ack)
+    if sign is not None:
+        sign(doc_id)
     return ack
 
 

@@ -525,9 +525,10 @@ def cmd_acknowledge(args) -> int:
 
     store = _store(args)
     try:
-        ids, session, _ = _login(args, store)
+        ids, session, password = _login(args, store)
         ids.require(session, Permission.PERFORM_QA, "acknowledge a QA warning")
-        ack = acknowledge_warning(StoreQaRepository(store), args.qa_id, physicist=session.username, comment=args.comment)
+        ack = acknowledge_warning(StoreQaRepository(store), args.qa_id, physicist=session.username, comment=args.comment,
+                                  sign=lambda doc_id: ids.sign(session, password, doc_id, "acknowledged QA warning"))
         print(f"output check {ack.qa_id} acknowledged by {session.full_name}: {ack.comment}")
         return EXIT_OK
     finally:
