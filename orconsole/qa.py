@@ -841,6 +841,7 @@ class OutputCheckWorker:
         self._current: OutputCheck | None = None
         self._busy = False
         self._identities: tuple[XrsIdentity, ReadoutIdentity] | None = None
+        self._closed = False
 
     @property
     def busy(self) -> bool:
@@ -886,6 +887,11 @@ class OutputCheckWorker:
             check.cancel()
 
     def close(self) -> None:
+        """Cancel a running check (beam off), close both drivers on the worker thread, end the thread. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         self.cancel()
 
         def close_devices() -> None:

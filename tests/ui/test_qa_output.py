@@ -43,6 +43,7 @@ def qa_env(tmp_path, styled):
     bench.unidos_model.warmup_s = 0.2
     bench.unidos_model.zero_duration_s = 0.2
     bench.room.temperature_c, bench.room.pressure_kpa = 20.0, 101.325
+    bench.test_name = name
     worker = OutputCheckWorker(XrsDriver(f"sim://xrs?bench={name}"), UnidosDriver(f"sim://unidos?bench={name}"),
                                policy=QaPolicy())
     ctx = Context(service=None, identity=cast.ids, store=store)
@@ -114,7 +115,8 @@ def test_implausible_entries_are_refused_on_screen_before_any_device_traffic(qtb
     assert not bench.xrs_model.hv_on
 
 
-def test_a_ten_percent_low_source_fails_in_red_words_and_blocks_treatment(qtbot, qa_env):
+def test_a_ten_percent_low_source_fails_in_red_words_and_the_treatment_checklist_says_so(qtbot, qa_env,
+                                                                                        tmp_path):
     ctx, worker, bench, store, _ = qa_env
     bench.xrs_model.inject("output_drop", fraction=0.10)
     screen = make_screen(qtbot, ctx, worker)
@@ -124,6 +126,22 @@ def test_a_ten_percent_low_source_fails_in_red_words_and_blocks_treatment(qtbot,
     assert theme_red() in screen.result.styleSheet()
     qtbot.waitUntil(lambda: "BLOCKED" in screen.gate.text(), timeout=10_000)
     assert "FAILED" in screen.gate.text()
+    # the QA session ends; the treatment console connects to the same unit and its checklist says why not
+    worker.close()
+    from orconsole.config import SiteConfig
+    from orconsole.treatment import TreatmentService
+    from simulators.clock import MonotonicClock
+    service = TreatmentService(store=store, identity=ctx.identity, config=SiteConfig(),
+                               xrs=XrsDriver(f"sim://xrs?bench={bench.test_name}"), readout=None,
+                               journal_dir=tmp_path, clock=MonotonicClock())
+    try:
+        service.connect_devices()
+        checklist = service.run_checklist(ctx.session, medical_record_number="MRN-1", date_of_birth=date(1960, 1, 1))
+        item = checklist.item("output_check")
+        assert not item.ok and "FAILED" in item.message and screen.record.qa_id in item.message
+        assert not checklist.ok
+    finally:
+        service.close()
 
 
 def test_a_warning_is_signed_then_acknowledged_with_the_password(qtbot, qa_env):
