@@ -24,7 +24,8 @@ def test_treatment_screenshot_mid_treatment_is_written(styled, ready_supervisor,
     if os.environ.get("ORCONSOLE_KEEP_SCREENSHOT"):
         shutil.copy(path, os.environ["ORCONSOLE_KEEP_SCREENSHOT"])
     view = treatment_view(box.latest())
-    assert "BEAM ON" in view.banner.text()
+    latest = box.latest()
+    assert "BEAM ON" in view.banner.text(), (latest.last_message, [i.text for i in latest.interlocks])
     assert view.screen.remaining.text() != "--:--.-"
     with pytest.raises(AttributeError):
         view.screen.controller.beam_on     # a screenshot view cannot command the beam
