@@ -20,9 +20,12 @@ from ui import theme
 from ui.bridge import STALE_AFTER_S, SnapshotBridge
 from ui.context import Context, refusal_text
 from ui.screens.approval import ApprovalScreen
+from ui.screens.calibration import CalibrationScreen
 from ui.screens.checklist import ChecklistScreen
 from ui.screens.login import LoginScreen
 from ui.screens.patient_plan import PatientPlanScreen
+from ui.screens.qa_history import QaHistoryScreen
+from ui.screens.qa_output import OutputCheckScreen
 from ui.screens.record import RecordScreen
 from ui.screens.recovery import RecoveryScreen
 from ui.screens.treatment import STOP_KEYS, TreatmentScreen
@@ -42,6 +45,9 @@ NAVIGATION: dict[str, tuple[str, tuple[Role, ...]]] = {
     "record": ("5 · Record", _CLINICAL + (Role.ADMINISTRATOR,)),
     "recovery": ("6 · Recovery", _CLINICAL),
     "dev": ("7 · Simulator (dev)", _CLINICAL + (Role.ADMINISTRATOR,)),
+    "qa_output": ("8 · Daily output check", (Role.MEDICAL_PHYSICIST,)),
+    "qa_history": ("9 · QA trends", (Role.MEDICAL_PHYSICIST,)),
+    "calibration": ("0 · Calibration", (Role.MEDICAL_PHYSICIST,)),
 }
 
 
@@ -175,6 +181,10 @@ class ConsoleWindow(QMainWindow):
         if dev_bench is not None:
             from ui.dev_panel import DevPanel
             self.screens["dev"] = DevPanel(dev_bench)
+        # the physicist's QA screens (docs/qa.md)
+        self.screens["qa_output"] = OutputCheckScreen(self.ctx)
+        self.screens["qa_history"] = QaHistoryScreen(self.ctx)
+        self.screens["calibration"] = CalibrationScreen(self.ctx)
         self.stack.addWidget(self.login)
         self.nav_buttons: dict[str, Any] = {}
         for i, (key, screen) in enumerate(self.screens.items()):
