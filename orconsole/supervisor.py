@@ -268,6 +268,9 @@ class Supervisor:
             self.interlocks.trip(InterlockId.JOURNAL_WRITE_FAILURE, now_s=clock.now_s(), detail=exc.message)
             log.error("journal not opened: %s", exc.message)
         self._unfinished = readout.unfinished
+        # dose already delivered per plan id (the patient's treatment), from the journal and this run: a plan
+        # loaded again after a reset must carry at least this as previously delivered (a continuation)
+        self._delivered_by_plan_id: dict[str, float] = _delivered_by_plan_id(readout.entries)
         self._unfinished_irm_before_gy = 0.0
         self._unfinished_elapsed_before_s = 0.0
         if self._unfinished:
@@ -529,6 +532,18 @@ class Supervisor:
             self.interlocks.update(c.interlock, c.present, now_s=now_s, detail=c.detail)
         self._update_preconditions(now_s, full=False)
         state = self.sm.state
+        if state is not State.BEAM_ON and status.state in (XrsState.RAMP_UP, XrsState.BEAM_ON):
+            # The unit irradiates while the console runs no beam (a beam off lost with the link, say): switch it
+            # off again at every poll until it obeys, and latch a device fault for review.
+            self._beam_off_quietly(BeamOffReason.CONSOLE_FAULT)
+            if not self.interlocks.is_active(InterlockId.DEVICE_FAULT):
+                self.interlocks.trip(InterlockId.DEVICE_FAULT, now_s=now_s,
+                                     detail=f"the unit reported beam on while the console was {state.value}; "
+                                            "beam off sent again")
+            if state in (State.ARMED, State.PAUSED):
+                self._end(Event.FAULT, TerminationStatus.MACHINE, "the unit irradiated while the console had no beam "
+                          "running: beam off sent again", None, cause=CAUSE_DEVICE_FAULT)
+            return
         if state is State.BEAM_ON:
             self._evaluate_beam(status, now_s)
         elif state in (State.READY, State.ARMED) and self.interlocks.start_blockers():
@@ -761,6 +776,12 @@ class Supervisor:
                     "for the connected source")
         if p.prescription_dose_gy > self.config.prescription.hard_ceiling_dose_gy:
             return f"the plan prescribes {p.prescription_dose_gy:g} Gy, above the hard ceiling"
+        already_gy = self._delivered_by_plan_id.get(p.plan_id, 0.0)
+        slack_gy = self.config.delivery.record_hardware_agreement_fraction * p.prescription_dose_gy
+        if already_gy > p.previously_delivered_gy + slack_gy:
+            return (f"{already_gy:.3f} Gy were already delivered under plan {p.plan_id}, but this version counts "
+                    f"{p.previously_delivered_gy:.3f} Gy as previously delivered: deliver the remainder only, as a "
+                    "continuation plan calculated from the record")
         return ""
 
     def _cmd_approve(self, plan: ApprovedPlan) -> CommandResult:
@@ -1001,6 +1022,14 @@ class Supervisor:
                 acknowledgement=acknowledgement.strip())):
             return self._result(False, self.interlocks.status(InterlockId.JOURNAL_WRITE_FAILURE).text)
         self._termination = TerminationStatus.UNKNOWN
+        if self._unfinished:
+            u = self._unfinished[-1]
+            try:
+                previous = float(u.opened.get("prescription_dose_gy", 0.0)) - float(u.opened.get("dose_to_deliver_gy", 0.0))
+            except (TypeError, ValueError):
+                previous = 0.0
+            self._delivered_by_plan_id[u.plan_id] = max(self._delivered_by_plan_id.get(u.plan_id, 0.0),
+                                                        previous + float(delivered_dose_gy))
         return self._from_transition(self.sm.handle(Event.ACKNOWLEDGE_INTERRUPTION))
 
     def _cmd_reset(self) -> CommandResult:
@@ -1067,6 +1096,8 @@ class Supervisor:
             return
         self._pending_report = None
         plan = self.sm.plan.plan
+        self._delivered_by_plan_id[plan.plan_id] = max(self._delivered_by_plan_id.get(plan.plan_id, 0.0),
+                                                       plan.previously_delivered_gy + self._segment_irm_before_gy)
         rate = plan.dose_to_deliver_gy / plan.treatment_time_s
         elapsed = self.sm.timer.elapsed_s
         primary = min(elapsed, self.sm.timer.preset_s) * rate
@@ -1210,3 +1241,32 @@ def _status_fields(status: XrsStatus) -> dict[str, Any]:
             "beam_on_time_s": status.beam_on_time_s, "cause": status.last_beam_off_cause.value,
             "reason": status.last_beam_off_reason.name if status.last_beam_off_reason is not None else None,
             "host_time_s": status.host_time_s}
+
+
+def _delivered_by_plan_id(entries) -> dict[str, float]:
+    """Dose delivered per plan id according to the journal (closed treatments and acknowledged recoveries)."""
+    opened: dict[str, dict[str, Any]] = {}
+    delivered: dict[str, float] = {}
+    for e in entries:
+        data = e.get("data", {}) if isinstance(e.get("data"), dict) else {}
+        tid = e.get("treatment_id")
+        if e.get("kind") == "treatment_opened":
+            opened[tid] = data
+            continue
+        op = opened.get(tid)
+        if op is None:
+            continue
+        try:
+            previous = float(op.get("prescription_dose_gy", 0.0)) - float(op.get("dose_to_deliver_gy", 0.0))
+            if e.get("kind") == "treatment_closed":
+                total = previous + float(data.get("irm_dose_gy", 0.0))
+            elif e.get("kind") == RECOVERY_ACKNOWLEDGED:      # the dose of the interrupted delivery
+                total = previous + float(data.get("delivered_dose_gy", 0.0))
+            else:
+                continue
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(total):
+            pid = str(op.get("plan_id", ""))
+            delivered[pid] = max(delivered.get(pid, 0.0), total)
+    return delivered
