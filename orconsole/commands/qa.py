@@ -11,7 +11,7 @@ import getpass
 import json
 import os
 import sys
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 EXIT_OK = 0
@@ -101,7 +101,7 @@ def register(subparsers) -> None:
     a = sub.add_parser("acknowledge", help="acknowledge an output check in the warning band")
     a.add_argument("qa_id")
     a.add_argument("--comment", required=True, help="why the warning is acceptable (kept with the record)")
-    _add_signer(a, required=True, meaning="performed QA")
+    _add_signer(a, required=True, meaning="acknowledged QA warning")
     _add_device_options(a, devices=False)
     a.set_defaults(func=cmd_acknowledge)
 
@@ -122,6 +122,14 @@ def register(subparsers) -> None:
     h.add_argument("--source", default=None, metavar="SERIAL")
     _add_device_options(h, devices=False)
     h.set_defaults(func=cmd_history)
+
+    r = sub.add_parser("report", help="monthly QA report as PDF (trend with tolerance bands, every check)")
+    r.add_argument("--month", required=True, metavar="YYYY-MM", help="calendar month, e.g. 2026-11")
+    r.add_argument("-o", "--output", required=True, metavar="FILE.pdf", help="PDF file to write")
+    r.add_argument("--source", default=None, metavar="SERIAL", help="one source only (default: every source)")
+    r.add_argument("--by", default=None, metavar="NAME", help="who generates it (default: the login name)")
+    _add_device_options(r, devices=False)
+    r.set_defaults(func=cmd_report)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -586,4 +594,57 @@ def cmd_history(args) -> int:
         with open(args.csv, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
         print(f"wrote {text.count(chr(10)) - 1} QA record(s) to {args.csv}", file=sys.stderr)
+    return EXIT_OK
+
+
+@_guard
+def cmd_report(args) -> int:
+    import hashlib
+    from pathlib import Path
+
+    from logs.canonical import utc_now_iso
+    from logs.report_pdf import month_bounds, render_qa_month_report
+    from orconsole.calibration import StoreCalibrationRepository
+    from orconsole.config import load_config
+    from orconsole.qa import QaPolicy, StoreQaRepository
+    from orconsole.qa_history import history_rows
+
+    try:
+        first, last = month_bounds(args.month)
+    except ValueError as exc:
+        print(f"qa report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    site = load_config(getattr(args, "config", None) or os.environ.get("ORCONSOLE_CONFIG") or None)
+    policy = QaPolicy.from_site(site)
+    by = args.by or getpass.getuser()
+    store = _store(args)
+    try:
+        stored = [s for s in StoreQaRepository(store).records(source_serial=args.source)
+                  if first <= s.record.performed_on <= last]
+        calibrations = StoreCalibrationRepository(store)
+        sources = []
+        for serial in sorted({s.record.source_serial for s in stored}):
+            active = calibrations.active(serial)
+            cal_text = "no active calibration"
+            if active is not None:
+                rec = active.record
+                usable = min(rec.valid_until, rec.calibration_date + timedelta(days=policy.calibration_max_validity_days))
+                cal_text = (f"version {active.version}, dated {rec.calibration_date} by {rec.calibrated_by}, usable until "
+                            f"{usable}; reference reading {rec.reference_reading_nc:g} nC; file sha256 "
+                            f"{rec.file_sha256[:12]}…")
+            sources.append({"serial": serial, "calibration": cal_text,
+                            "rows": history_rows(s for s in stored if s.record.source_serial == serial),
+                            "warning_percent": policy.k_out_warning_fraction * 100,
+                            "window_percent": policy.k_out_window_fraction * 100,
+                            "isotropy_tolerance_percent": policy.isotropy_tolerance_fraction * 100})
+        pages = render_qa_month_report(args.output, month=args.month, site_name=site.site_name, sources=sources,
+                                       generated_by=by, generated_utc=utc_now_iso())
+        digest = hashlib.sha256(Path(args.output).read_bytes()).hexdigest()
+        store.audit(by, "export", {"format": "pdf", "what": "qa monthly report", "month": args.month,
+                                   "file": str(args.output), "sources": [s["serial"] for s in sources],
+                                   "checks": len(stored), "sha256": digest})
+    finally:
+        store.close()
+    print(f"wrote the QA report for {first.strftime('%B %Y')} ({len(stored)} check(s), {len(sources)} source(s), "
+          f"{pages} page(s)) to {args.output}")
     return EXIT_OK
