@@ -50,8 +50,15 @@ def wait_step(qtbot, console, *steps: str, timeout_ms: int = WAIT_MS) -> None:
 
 
 def wait_state(qtbot, console, *states: State, timeout_ms: int = WAIT_MS) -> None:
-    qtbot.waitUntil(lambda: console.window.ctx.snapshot is not None and console.window.ctx.snapshot.state in states,
-                    timeout=timeout_ms)
+    try:
+        qtbot.waitUntil(lambda: console.window.ctx.snapshot is not None
+                        and console.window.ctx.snapshot.state in states, timeout=timeout_ms)
+    except Exception:
+        snap = console.window.ctx.snapshot
+        raise AssertionError(
+            f"waited for {[s.value for s in states]}; the console shows {snap.state.value if snap else None!r}, "
+            f"supervisor: {snap.last_message if snap else ''!r}, "
+            f"treatment screen: {console.window.screens['treatment'].message.text()!r}") from None
 
 
 def login(qtbot, console, user: str, password: str | None = None) -> None:
