@@ -464,7 +464,13 @@ def run_service_killed(*, seed: int = 1, applicator_cm: float = 3.0, power_loss:
     try:
         ports = ["--xrs", sim.xrs_port, "--readout", sim.proc.ports["unidos"], "--artifacts", str(art),
                  "--applicator", str(applicator_cm)]
-        setup = _demo(ports + ["--setup-only"])
+        try:
+            setup = _demo(ports + ["--setup-only"], timeout_s=240)
+        except subprocess.TimeoutExpired as exc:
+            tail = (exc.stderr or b"")[-600:]
+            row.failures.append(f"demo --setup-only did not finish in 240 s; its last output: "
+                                f"{tail.decode(errors='replace') if isinstance(tail, bytes) else tail}")
+            return _finish(row, started)
         if not row.check(setup.returncode == 0, f"demo --setup-only failed: {setup.stdout[-300:]} {setup.stderr[-300:]}"):
             return _finish(row, started)
         proc = _demo(ports + ["--output-check", "existing"], popen=True)
