@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Protocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from drivers.errors import DeviceError, DeviceRefused
-from drivers.hal import (BeamOffReason, DoseReadout, IsotropyReading, ReadoutFlag, ReadoutIdentity, XraySource,
+from drivers.hal import (BeamOffCause, BeamOffReason, DoseReadout, IsotropyReading, ReadoutFlag, ReadoutIdentity, XraySource,
                          XrsIdentity, XrsState)
 from orconsole.config import SiteConfig
 from orconsole.models import QaOutcome, QaResult
@@ -578,29 +578,29 @@ class OutputCheck:
         self._step(f"reading {index} of series {attempt}: reset, arm, expose {exposure_s:g} s")
         self.readout.reset()
         self._beam_may_be_on = True      # from arming on, every error path sends beam off (also disarms)
-        self.xrs.arm(backup_time_s=exposure_s * (1.0 + policy.backup_time_margin_fraction) + 1.0,
-                     irm_limit_gy=self._irm_limit_gy(exposure_s), plan_hash=plan_hash)
+        # the fixed QA exposure is timed by the unit's own timer (exact to its tick, whatever the load
+        # on this computer); the console's beam off at the end is the second, independent stop
+        self.xrs.arm(backup_time_s=exposure_s, irm_limit_gy=self._irm_limit_gy(exposure_s), plan_hash=plan_hash)
         self.readout.start()
         self._check_cancel()
         self.xrs.beam_on(plan_hash=plan_hash)
         started_s = self.monotonic()
         self._step(f"beam on: reading {index} of series {attempt}")
+        grace_s = max(0.25, 4 * policy.poll_period_s)
         while True:
-            # poll the unit (it must still be irradiating); the last stretch is slept without a poll so that
-            # beam off follows the end of the exposure as closely as possible (timing jitter is spread)
+            # poll the unit: it must be irradiating until its timer ends the exposure by itself
             status = self.xrs.status()
             if status.state not in (XrsState.RAMP_UP, XrsState.BEAM_ON, XrsState.ARMED):
+                if (status.last_beam_off_cause == BeamOffCause.BACKUP_TIMER
+                        and abs(status.beam_on_time_s - exposure_s) <= 0.01 * exposure_s):
+                    break   # the fixed exposure ended on the unit's timer, as planned
                 raise QaIncomplete(
                     f"the beam ended early during reading {index} (unit state {status.state.value}, "
                     f"cause {status.last_beam_off_cause.value}, faults {status.faults!r}): "
                     "find the cause, clear it and repeat the check")
-            remaining_s = exposure_s - (self.monotonic() - started_s)
-            if remaining_s > policy.poll_period_s:
-                self._wait(policy.poll_period_s)
-                continue
-            if remaining_s > 0:
-                self._wait(remaining_s)
-            break
+            if self.monotonic() - started_s > exposure_s + grace_s:
+                break       # the unit's timer did not end it: the console's stop below does
+            self._wait(policy.poll_period_s)
         self.xrs.beam_off(BeamOffReason.QA_EXPOSURE_END)
         deadline = self.monotonic() + policy.beam_settle_timeout_s
         status = self.xrs.status()

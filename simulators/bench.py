@@ -38,14 +38,16 @@ class Bench:
         self._on_event = on_event
         self.xrs_model = XrsModel(self.clock, self.source, applicator_cm=applicator_cm, seed=seed,
                                   on_event=lambda e: self._emit("xrs", e))
+        field_charge = None
         if constant_field_a is None:
             field = lambda now_s: self.xrs_model.output_fraction(now_s) * self.source.qa_chamber_current_a  # noqa: E731
+            field_charge = lambda now_s: self.xrs_model.output_integral_s(now_s) * self.source.qa_chamber_current_a  # noqa: E731
         else:
             field = lambda now_s: constant_field_a  # noqa: E731
         # the fast test bench runs the electrometer's slow procedures (warm-up, zeroing, self test)
         # at the same speed factor as the source, so a whole output check takes seconds
         speed = self.source.speed_factor
-        self.unidos_model = UnidosModel(self.clock, field_current_a=field, room=self.room,
+        self.unidos_model = UnidosModel(self.clock, field_current_a=field, field_charge_c=field_charge, room=self.room,
                                         seed=None if seed is None else seed + 1,
                                         on_event=lambda e: self._emit("unidos", e),
                                         warmup_s=300.0 / speed, zero_duration_s=82.0 / speed,

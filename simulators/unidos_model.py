@@ -62,7 +62,8 @@ class UnidosModel:
     field_current_a(now_s): ionisation current the chamber would deliver at reference air density
     (20 °C, 101.325 kPa); the reading is that divided by room.air_density_factor(), plus leakage."""
 
-    def __init__(self, clock, *, field_current_a: Callable[[float], float], room, seed: int | None = None,
+    def __init__(self, clock, *, field_current_a: Callable[[float], float], room,
+                 field_charge_c: Callable[[float], float] | None = None, seed: int | None = None,
                  on_event: EventSink | None = None, serial_number: int = 123456, warmup_s: float = 300.0,
                  zero_duration_s: float = 82.0, self_test_duration_s: float = 89.0, hv_nominal_v: int = 300,
                  hv_ramp_v_per_s: float = 50.0, hv_tolerance_v: float = 1.0,
@@ -94,6 +95,10 @@ class UnidosModel:
         self.identity = Identity("UNIDOS Tango", "TM10052", "1.2.4", "SIM")
         self.mac = "00-00-5e-00-53-2a"     # documentation range (RFC 7042)
         self._field = field_current_a
+        # optional cumulative charge (reference air density) from the field's source: when given,
+        # charge is integrated exactly between ticks, so a late tick cannot lose or add charge
+        self._field_charge = field_charge_c
+        self._field_charge_last_c = field_charge_c(clock.now_s()) if field_charge_c else 0.0
         self._on_event = on_event
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
@@ -536,8 +541,10 @@ class UnidosModel:
             self._hv_actual_v = target
         else:
             self._hv_actual_v += step if target > self._hv_actual_v else -step
+        # the source's cumulative charge is read once per advance, so consecutive advances telescope
+        field_total_c = self._field_charge(now) if self._field_charge is not None else 0.0
         if self._status in (Status.MEAS, Status.INT):
-            self._integrate(now, dt)
+            self._integrate(now, dt, field_total_c)
         elif self._status == Status.ZERO and self._zero_end_s is not None and now >= self._zero_end_s:
             self._status = Status.RES
             self._zero_result = "Passed"
@@ -550,14 +557,23 @@ class UnidosModel:
             self._self_test_result = "Passed"
             self._self_test_end_s = None
             self._emit({"event": "self_test_done", "result": "Passed"})
+        self._field_charge_last_c = field_total_c
 
-    def _integrate(self, now: float, dt: float) -> None:
+    def _integrate(self, now: float, dt: float, field_total_c: float = 0.0) -> None:
         current = self._signal_current_a(now)
-        self._current_a = current
         step = dt
         if self._status == Status.INT:
             step = max(0.0, min(dt, self._integration_time_s - self._time_s))
-        self._charge_c += current * step
+        if self._field_charge is not None:
+            hv = self._hv_actual_v
+            collection = min(1.0, abs(hv) / FULL_COLLECTION_HV_V) * (1.0 if hv >= 0 else -1.0)
+            field_c = field_total_c - self._field_charge_last_c
+            collected_c = (collection * field_c / self.room.air_density_factor()) * (step / dt)
+            current = collected_c / step + self.leakage_current_a if step > 0 else self.leakage_current_a
+            self._charge_c += collected_c + self.leakage_current_a * step
+        else:
+            self._charge_c += current * step
+        self._current_a = current
         self._time_s += step
         if self._hv_error():
             self._latched |= Flag.HV_ERROR_CHARGE

@@ -127,6 +127,7 @@ class XrsModel:
         self._level_at_off = 0.0
         self._beam_on_time_s = 0.0                   # of the current/last beam since the last arm
         self._beam_total_s = 0.0                     # lifetime beam time (drives the slow drift)
+        self._output_integral_s = 0.0                # ∫ output_fraction dt since power-up (QA chamber)
         self._irm_dose_gy = 0.0
         self._irm_counts = 0.0
         self._last_cause = BeamOffCauseCode.NONE
@@ -202,6 +203,12 @@ class XrsModel:
         with self._lock:
             return self._output(max(now_s, self._t))
 
+    def output_integral_s(self, now_s: float) -> float:
+        """∫ output_fraction dt from power-up to now_s (exact across ramps and stops): the charge a
+        chamber collects between two instants is the difference of two values of this, times its
+        full-output current — independent of how often anybody ticks the model."""
+        return self._run(lambda: self._output_integral_s)
+
     def _surface_rate_gy_per_s(self) -> float:
         if self._applicator_cm is None:
             return 0.0
@@ -240,6 +247,7 @@ class XrsModel:
                 limit_hit = True
             self._irm_dose_gy += dose
             self._irm_counts += out * self.source.irm_counts_per_s * dt
+            self._output_integral_s += out * dt
             if self.hv_on:
                 self._beam_total_s += dt
             self._t = t1

@@ -46,6 +46,8 @@ class FakeXrs:
         self.beam_off_reasons = []
         self.interlocks = XrsInterlock.NONE
         self.isotropy = IsotropyReading(1.01, 0.99, 1.0, 0.995, 1.005)
+        self.backup_time_s: float | None = None
+        self.last_cause = BeamOffCause.NONE
 
     def connect(self) -> XrsIdentity:
         return XrsIdentity(self.serial, "fake XRS", "1.0", 1, "00")
@@ -56,15 +58,27 @@ class FakeXrs:
     def close(self) -> None:
         pass
 
+    def _backup_timer(self) -> None:
+        """Like the unit: the armed backup time ends the beam by itself."""
+        if (self.beam_started_s is not None and self.backup_time_s is not None
+                and self.world.clock.now_s - self.beam_started_s >= self.backup_time_s):
+            self.world.beam_intervals.append((self.beam_started_s, self.beam_started_s + self.backup_time_s))
+            self.beam_started_s = None
+            self.state = XrsState.READY
+            self.last_cause = BeamOffCause.BACKUP_TIMER
+
     def status(self) -> XrsStatus:
-        beam_s = sum(e - s for s, e in self.world.beam_intervals)
+        self._backup_timer()
+        # since the last arm: the running beam, else the last one
         if self.beam_started_s is not None:
-            beam_s += self.world.clock.now_s - self.beam_started_s
+            beam_s = self.world.clock.now_s - self.beam_started_s
+        else:
+            beam_s = sum(e - s for s, e in self.world.beam_intervals[-1:])
         return XrsStatus(state=self.state, kv=50.0 if self.state is XrsState.BEAM_ON else 0.0, ua=40.0,
                          hv_on=self.state is XrsState.BEAM_ON, irm_counts=0, irm_dose_gy=0.0,
                          applicator_diameter_cm=3.0, interlocks=self.interlocks, faults=XrsFault.NONE,
                          device_time_s=self.world.clock.now_s, beam_on_time_s=beam_s,
-                         last_beam_off_cause=BeamOffCause.NONE, last_beam_off_reason=None, armed_plan_hash=None)
+                         last_beam_off_cause=self.last_cause, last_beam_off_reason=None, armed_plan_hash=None)
 
     def heartbeat(self) -> float:
         return self.world.clock.now_s
@@ -79,6 +93,7 @@ class FakeXrs:
         assert self.state is XrsState.READY, self.state
         assert backup_time_s > 0 and irm_limit_gy > 0 and len(plan_hash) == 32
         self.calls.append("arm")
+        self.backup_time_s = backup_time_s
         self.state = XrsState.ARMED
 
     def beam_on(self, *, plan_hash) -> None:
@@ -88,11 +103,13 @@ class FakeXrs:
         self.beam_started_s = self.world.clock.now_s
 
     def beam_off(self, reason) -> None:
+        self._backup_timer()
         self.calls.append("beam_off")
         self.beam_off_reasons.append(reason)
         if self.beam_started_s is not None:
             self.world.beam_intervals.append((self.beam_started_s, self.world.clock.now_s))
             self.beam_started_s = None
+            self.last_cause = BeamOffCause.CONSOLE_COMMAND
         self.state = XrsState.READY
 
     def reset_fault(self, *, operator_acknowledgement) -> None:
