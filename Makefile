@@ -54,6 +54,8 @@ test-ui-xvfb: venv
 
 bench: venv
 	$(PY) -m benchmarks.link --json
+	$(PY) -m benchmarks.records --json
+	@if [ -f benchmarks/treatment.py ]; then $(PY) -m benchmarks.treatment --json; fi
 
 bundle: system-deps venv
 	$(VENV)/bin/pyinstaller --noconfirm --clean --distpath dist --workpath build pyinstaller.spec
