@@ -245,7 +245,7 @@ class Supervisor:
                  journal_fsync: Callable[[int], None] | None = None,
                  utc_now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
                  device_log_dir: str | Path | None = None,
-                 segment_close_timeout_s: float = 10.0) -> None:
+                 segment_close_timeout_s: float = 10.0, realtime_priority: bool = False) -> None:
         self.config = config or SiteConfig()
         self._xrs = xrs
         self._clock = clock
@@ -285,6 +285,8 @@ class Supervisor:
                         self._unfinished_elapsed_before_s = float(value)
         self._device_log_dir = Path(device_log_dir) if device_log_dir is not None else Path(journal_path).parent
         self._segment_close_timeout_s = segment_close_timeout_s
+        self._want_realtime = realtime_priority
+        self.realtime_priority = "not requested"    # what the loop's thread got (for the benchmark and logs)
         self._reports: list[queue.Queue] = []
         # the delivery being recorded (one plan version), see DeliveryReport
         self._segments: list[BeamSegment] = []
@@ -395,6 +397,8 @@ class Supervisor:
     # -- the loop ---------------------------------------------------------------------------
 
     def _run(self) -> None:
+        if self._want_realtime:
+            self.realtime_priority = _try_realtime_priority()
         period_s = self.config.link.status_poll_period_s
         start_s = self._clock.now_s()
         k = 0
@@ -1270,3 +1274,16 @@ def _delivered_by_plan_id(entries) -> dict[str, float]:
             pid = str(op.get("plan_id", ""))
             delivered[pid] = max(delivered.get(pid, 0.0), total)
     return delivered
+
+
+def _try_realtime_priority() -> str:
+    """Ask the OS for a real-time (SCHED_FIFO) priority for the calling thread; needs CAP_SYS_NICE. Never fails:
+    returns what happened."""
+    import os
+
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+        return "SCHED_FIFO 10"
+    except (AttributeError, OSError) as exc:
+        log.warning("real-time priority not granted (%s): the loop runs at normal priority", exc)
+        return f"normal (real-time refused: {exc})"
