@@ -85,7 +85,7 @@ def test_import_then_approve_with_the_password_marks_the_active_version_and_its_
     assert "usable today" in screen.state.text()
     active = StoreCalibrationRepository(store).active(serial)
     until = min(active.record.valid_until, active.record.calibration_date + timedelta(days=366))
-    assert screen.table.item(0, 4).text() == f"{until.isoformat()} ({(until - TODAY).days} days left)"
+    assert screen.table.item(0, 3).text() == f"{until.isoformat()} ({(until - TODAY).days} days left)"
     doc_id = active.doc_id
     assert [s.meaning for s in store.signatures_for(doc_id)] == ["approved calibration"]
     # the same file again is refused: versions never change and duplicates are not stored
@@ -106,5 +106,5 @@ def test_an_expired_active_calibration_is_shown_as_expired_and_holding_treatment
     later.source.setCurrentText(screen.source.currentText())
     later.refresh()
     qtbot.waitUntil(lambda: later.table.rowCount() == 1 and "HELD" in later.state.text(), timeout=20_000)
-    assert "expired" in later.state.text() and "EXPIRED" in later.table.item(0, 4).text()
+    assert "expired" in later.state.text() and "EXPIRED" in later.table.item(0, 3).text()
     assert later.table.item(0, 0).text() == "ACTIVE"

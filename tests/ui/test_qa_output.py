@@ -91,7 +91,9 @@ def test_a_nominal_check_passes_shows_its_figures_and_clears_the_source_once_sig
     assert gui_thread not in seen_threads and seen_threads          # progress came from the device thread
     assert screen.result.text().startswith("PASS")
     assert "k_TP = 1.00000" in screen.figures.text() and "k_out = " in screen.figures.text()
-    assert screen.readings.text().count("nC") == 3
+    used = [r for r in screen.record.readings if r.attempt == screen.record.used_attempt]
+    assert len(used) == 3 and f"readings used (series {screen.record.used_attempt})" in screen.readings.text()
+    assert all(f"{r.charge_nc:.4f}" in screen.readings.text() for r in screen.record.readings)
     assert not bench.xrs_model.hv_on
     repo = StoreQaRepository(store)
     assert not output_check_gate(repo, source_serial=SERIAL, day=date.today()).allowed   # unsigned

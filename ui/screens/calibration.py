@@ -23,7 +23,7 @@ from ui.context import Context, Outcome
 from ui.widgets import make_button, make_label, panel
 
 TEST_SOURCE_MAX_DOSE_RATE_GY_PER_MIN = 200.0   # the simulator's 60x TEST source (docs/qa.md)
-COLUMNS = ("", "version", "dated", "valid until", "usable until", "reference", "applicators", "imported by")
+COLUMNS = ("", "version", "dated", "usable until", "reference", "applicators", "imported by")
 
 
 def usable_until(record, max_validity_days: int) -> date:
@@ -54,7 +54,7 @@ class CalibrationScreen(QWidget):
         self.path = QLineEdit(objectName="calFilePath")
         self.path.setPlaceholderText("path of the calibration file, e.g. /media/usb/XRS-0412-2026.json")
         ll.addWidget(self.path)
-        self.test_source = QCheckBox("Simulator TEST source (surface dose rates up to 200 Gy/min)",
+        self.test_source = QCheckBox("Simulator TEST source (up to 200 Gy/min)",
                                      objectName="calTestSource")
         ll.addWidget(self.test_source)
         self.import_button = make_button("Import file", "primary", name="calImport")
@@ -62,18 +62,20 @@ class CalibrationScreen(QWidget):
         ll.addWidget(make_label("Problems found", "heading"))
         self.problems = QListWidget(objectName="calProblems")
         self.problems.setWordWrap(True)
+        self.problems.setSpacing(6)
+        self.problems.setStyleSheet("font-size: 18px;")
         ll.addWidget(self.problems, 1)
         self.import_message = make_label("", "info", wrap=True)
         self.import_message.setObjectName("calImportMessage")
         ll.addWidget(self.import_message)
-        root.addWidget(lf, 2)
+        root.addWidget(lf, 4)
 
         rf, rl = panel()
         top = QHBoxLayout()
         top.addWidget(make_label("Versions of source", "heading"))
         self.source = QComboBox(objectName="calSource")
         self.source.setEditable(True)
-        self.source.setMinimumWidth(280)
+        self.source.setMinimumWidth(220)
         top.addWidget(self.source, 1)
         self.refresh_button = make_button("Show", name="calRefresh")
         top.addWidget(self.refresh_button)
@@ -88,6 +90,7 @@ class CalibrationScreen(QWidget):
         self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setStyleSheet("font-size: 18px;")
         rl.addWidget(self.table, 1)
         form = QFormLayout()
         self.password = QLineEdit(objectName="calPassword")
@@ -95,12 +98,12 @@ class CalibrationScreen(QWidget):
         self.password.setPlaceholderText("your password, re-entered to sign the approval")
         form.addRow(make_label("Password"), self.password)
         rl.addLayout(form)
-        self.approve_button = make_button("Approve selected version (becomes active)", "primary", name="calApprove")
+        self.approve_button = make_button("Approve selected version", "primary", name="calApprove")
         rl.addWidget(self.approve_button)
         self.approve_message = make_label("", "info", wrap=True)
         self.approve_message.setObjectName("calApproveMessage")
         rl.addWidget(self.approve_message)
-        root.addWidget(rf, 3)
+        root.addWidget(rf, 7)
 
         self.import_button.clicked.connect(self.import_file)
         self.path.returnPressed.connect(self.import_file)
@@ -137,6 +140,7 @@ class CalibrationScreen(QWidget):
             except CalibrationImportError as exc:
                 return exc       # the list of problems is shown, not a single line
         self.problems.clear()
+        self.table.clearSelection()     # nothing is approved by mistake while the new version is on its way
         self.import_message.setText("Checking the file…")
         self.ctx.run(do_import, self._imported)
 
@@ -201,9 +205,11 @@ class CalibrationScreen(QWidget):
             expired = today > until
             mark = "ACTIVE" if v.doc_id == active_id else ""
             days_left = (until - today).days
-            values = [mark, f"v{v.version}", r.calibration_date.isoformat(), r.valid_until.isoformat(),
+            values = [mark, f"v{v.version}", r.calibration_date.isoformat(),
                       f"{until.isoformat()} ({'EXPIRED' if expired else f'{days_left} days left'})",
-                      f"{r.reference_reading_nc:g} nC", ", ".join(f"{a.diameter_cm:g}" for a in r.applicators) + " cm",
+                      f"{r.reference_reading_nc:g} nC",
+                      f"{min(a.diameter_cm for a in r.applicators):g}–{max(a.diameter_cm for a in r.applicators):g} cm "
+                      f"({len(r.applicators)})",
                       v.imported_by]
             for j, text in enumerate(values):
                 item = QTableWidgetItem(text)
@@ -216,6 +222,7 @@ class CalibrationScreen(QWidget):
                 self.table.setItem(i, j, item)
             if v.doc_id == select_doc_id:
                 self.table.selectRow(i)
+        self.table.resizeColumnsToContents()
         self.state.setText(f"Source {serial}: " + (f"TREATMENT AND QA HELD — {reason}" if reason else
                                                    "active calibration usable today"))
 

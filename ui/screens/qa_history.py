@@ -7,11 +7,11 @@ IsotropyTrendPlot) are also drawn into the monthly PDF report, so the screen and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from datetime import date, datetime, time as dtime, timedelta
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QBrush, QColor
+from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLineEdit, QTableWidget, QTableWidgetItem, QVBoxLayout,
                                QWidget)
 
@@ -27,7 +27,7 @@ DIRECTION_COLOURS = {"plus_x": "#4da3ff", "minus_x": "#9b7bff", "plus_y": "#2ec4
                      "plus_z": "#c0c0c0"}
 RESULT_STYLE = {   # symbol, colour, size: the symbol differs too, so colour is never the only cue
     "pass": ("o", theme.OK_GREEN, 11),
-    "warning": ("t", theme.WARN_AMBER, 17),
+    "warning": ("t1", theme.WARN_AMBER, 19),
     "fail": ("x", theme.DANGER_RED, 19),
 }
 PERIODS = (("last 31 days", 31), ("last 92 days", 92), ("last 366 days", 366), ("all", None))
@@ -80,10 +80,13 @@ class _TrendPlot(pg.PlotWidget):
         self.light = light
         fg = "#000000" if light else theme.TEXT
         self.setBackground("#ffffff" if light else theme.PANEL)
+        tick_font = QFont()
+        tick_font.setPixelSize(15)
         for name in ("left", "bottom"):
             axis = self.getAxis(name)
             axis.setPen(pg.mkPen(fg))
             axis.setTextPen(pg.mkPen(fg))
+            axis.setTickFont(tick_font)
         self.showGrid(x=True, y=True, alpha=0.25)
         self.setMenuEnabled(False)
         self.legend = self.addLegend(offset=(10, 10), labelTextColor=fg, labelTextSize="11pt",
@@ -116,7 +119,8 @@ class KOutTrendPlot(_TrendPlot):
         self.bands = {}
         self.points = list(points)
         warn, window = policy.k_out_warning_fraction, policy.k_out_window_fraction
-        self._band(1 - window, 1 + window, theme.WARN_AMBER, "warning")
+        self._band(1 + warn, 1 + window, theme.WARN_AMBER, "warning")
+        self._band(1 - window, 1 - warn, theme.WARN_AMBER, "warning")
         self._band(1 - warn, 1 + warn, theme.OK_GREEN, "pass")
         self.bands = {"pass_low": 1 - warn, "pass_high": 1 + warn, "fail_low": 1 - window, "fail_high": 1 + window}
         for y in (1 - window, 1 + window):
@@ -288,6 +292,7 @@ class QaHistoryScreen(QWidget):
                     item.setBackground(QBrush(QColor(RESULT_STYLE[p.result][1])))
                     item.setForeground(QBrush(QColor("#000000" if p.result == "warning" else "#ffffff")))
                 self.table.setItem(i, j, item)
+        self.table.resizeColumnsToContents()
 
     def export_csv(self) -> None:
         path = self.csv_path.text().strip()
@@ -301,7 +306,3 @@ class QaHistoryScreen(QWidget):
         self.message.setText(f"Wrote {outcome.value} QA record(s) to {self.csv_path.text().strip()}."
                              if outcome.ok else f"The CSV was not written: {outcome.message}")
 
-
-def utc(d: date, hour: int = 8) -> datetime:
-    """A time on day `d` (tests and demo data)."""
-    return datetime.combine(d, dtime(hour, 0), tzinfo=timezone.utc)

@@ -70,6 +70,7 @@ class OutputCheckScreen(QWidget):
                                 "thermometer and the barometer at the chamber and enter them with their units.",
                                 "info", wrap=True))
         form = QFormLayout()
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapAllRows)
         self.temperature = QLineEdit(objectName="qaTemperature")
         self.temperature.setPlaceholderText("e.g. 22.4   (°C; mark F for Fahrenheit)")
         self.pressure = QLineEdit(objectName="qaPressure")
@@ -111,6 +112,9 @@ class OutputCheckScreen(QWidget):
         self.result.setObjectName("qaResult")
         self.result.setStyleSheet("font-size: 32px; padding: 8px;")
         rl.addWidget(self.result)
+        self.k_out_big = make_label("", "figure")
+        self.k_out_big.setObjectName("qaKOut")
+        rl.addWidget(self.k_out_big)
         self.figures = make_label("", "info", wrap=True)
         self.figures.setObjectName("qaFigures")
         rl.addWidget(self.figures)
@@ -121,6 +125,7 @@ class OutputCheckScreen(QWidget):
         self.gate.setObjectName("qaGate")
         rl.addWidget(self.gate)
         sign_form = QFormLayout()
+        sign_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.password = QLineEdit(objectName="qaPassword")
         self.password.setEchoMode(QLineEdit.EchoMode.Password)
         self.password.setPlaceholderText("your password, re-entered to sign")
@@ -264,9 +269,11 @@ class OutputCheckScreen(QWidget):
         self.record = record
         self.step.setText("done: beam off, write permission released")
         self.progress_bar.setValue(self.policy.readings_per_series)
-        self.readings.setText("readings: " + ", ".join(
-            f"{r.charge_nc:.4f} nC" + ("" if r.attempt == record.used_attempt else " (repeated series)")
-            for r in record.readings))
+        used = [f"{r.charge_nc:.4f}" for r in record.readings if r.attempt == record.used_attempt]
+        dropped = [f"{r.charge_nc:.4f}" for r in record.readings if r.attempt != record.used_attempt]
+        self.readings.setText(f"readings used (series {record.used_attempt}): {', '.join(used)} nC"
+                              + (f"\nnot used (series spread too wide, repeated): {', '.join(dropped)} nC"
+                                 if dropped else ""))
         self._show_result(record)
         self.ctx.run(StoreQaRepository(store).save, self._saved, record)
 
@@ -284,12 +291,14 @@ class OutputCheckScreen(QWidget):
             text, bg, fg = ("NOT COMPLETED — no result" if incomplete else "no result yet",
                             theme.DANGER_RED if incomplete else theme.PANEL, "#ffffff")
             self.figures.setText("")
+            self.k_out_big.setText("")
             self.message.setText(incomplete)
             self.gate.setText("")
             self.sign_button.setEnabled(False)
             self.ack_button.setEnabled(False)
         else:
             text, bg, fg = RESULT_LOOK[record.result]
+            self.k_out_big.setText(f"k_out {record.k_out:.4f}  ({record.deviation_fraction * 100:+.2f} %)")
             self.figures.setText(
                 f"k_TP = {record.k_tp:.5f}  (T {record.temperature_c:.2f} °C, P {record.pressure_kpa:.3f} kPa, "
                 f"T0 {record.reference_temperature_c:g} °C)\n"
