@@ -1,139 +1,91 @@
-"""Regenerate docs/screenshots/*.png: every bedside screen, rendered offscreen.
+"""Regenerate docs/screenshots/*.png from a live workflow: the console window on the real TreatmentService
+(built by orconsole.wiring, as `make demo-window` does) against the in-process simulators, driven through
+its widgets by the same steps as the UI tests (tests/ui/steps.py). Offscreen.
 
-The treatment screens come from a real Supervisor delivering on the simulated unit (fast source,
-1.5 cm applicator, a site config that explicitly allows a treatment of seconds). The other screens are
-fed fixed, realistic workflow statuses (the screens only render what they are given). Sends no
-command to anything but the simulator. Usage: python scripts/screenshots.py [--out DIR]
+Sends commands only to the simulated bench and to a throw-away installation in a temporary directory
+(demo users from `orconsole demo --setup-only`). Usage: python scripts/screenshots.py [--out DIR]
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from PySide6.QtTest import QTest  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from orconsole.dosecalc import parse_prescription_gy  # noqa: E402
-from orconsole.identity import Role, Session  # noqa: E402
-from orconsole.models import Refused  # noqa: E402
 from orconsole.statemachine import State  # noqa: E402
-from orconsole.supervisor import SnapshotMailbox  # noqa: E402
-from orconsole.treatment import (ApprovalInfo, Checklist, ChecklistItem, DeviceInfo, RecoveryInfo,  # noqa: E402
-                                 StatusMailbox, WorkflowStatus, WorkflowStep)
-from tests.core import factories as f  # noqa: E402
-from ui.screenshots import SCREEN_SIZE, ensure_app, grab, treatment_view  # noqa: E402
+from tests.support.installation import (ONCOLOGIST, PHYSICIST, THERAPIST, Installation,  # noqa: E402
+                                        make_installation)
+from tests.ui import steps  # noqa: E402
+from tests.ui.conftest import Console  # noqa: E402
+from ui.screenshots import SCREEN_SIZE, ensure_app  # noqa: E402
 
 
-class _Still:
-    """Stands in for the service behind the window: two mailboxes holding fixed values."""
+class _Bot:
+    """The few pytest-qt calls the steps use, on QTest (no pytest needed)."""
 
-    def __init__(self, snapshot, status) -> None:
-        self.treatment, self.status_box = SnapshotMailbox(), StatusMailbox()
-        self.treatment.put(snapshot)
-        self.status_box.put(status)
+    mouseClick = staticmethod(QTest.mouseClick)   # noqa: N815 - pytest-qt's names
+    keyClick = staticmethod(QTest.keyClick)       # noqa: N815
+    keyClicks = staticmethod(QTest.keyClicks)     # noqa: N815
 
-    def subscribe_treatment(self):
-        return self.treatment
+    def __init__(self) -> None:
+        self.widgets = []
 
-    def subscribe_status(self):
-        return self.status_box
+    def addWidget(self, widget) -> None:  # noqa: N802
+        self.widgets.append(widget)
 
+    # Never QTest.qWait here: it sleeps in C++ holding the GIL, which starves the supervisor and the
+    # simulator threads (the X-ray link is then declared lost). Sleep in Python between event rounds.
+    def waitExposed(self, widget, timeout: int = 5000) -> None:  # noqa: N802
+        self.waitUntil(widget.isVisible, timeout)
 
-class _Identity:
-    def logout(self, session) -> None:
-        pass
+    def wait(self, ms: int) -> None:
+        deadline = time.monotonic() + ms / 1000
+        while time.monotonic() < deadline:
+            QApplication.processEvents()
+            time.sleep(0.01)
 
-
-def _status(step: WorkflowStep, *, plan=True, approvals=True, checklist=None, record=None, recovery=None,
-            seq=1) -> WorkflowStatus:
-    p = f.plan() if plan else None
-    infos = ((ApprovalInfo("radiation oncologist", "Dr. O. Oncologist", "2026-11-26 09:41 UTC"),
-              ApprovalInfo("medical physicist", "Dr. P. Physicist", "2026-11-26 09:48 UTC",
-                           independent_time_s=p.preset_time_s * 1.004, deviation_fraction=0.004))
-             if approvals and p else (ApprovalInfo("radiation oncologist", "Dr. O. Oncologist",
-                                                   "2026-11-26 09:41 UTC"),) if p else ())
-    return WorkflowStatus(seq=seq, step=step, patient=f.patient(), plan=p, approvals=infos,
-                          missing_approvals=() if approvals else ("medical physicist",), checklist=checklist,
-                          devices=DeviceInfo(None, None), record_id=record, record_sessions=1 if record else 0,
-                          delivered_primary_gy=20.0 if record else 0.0, delivered_secondary_gy=19.93 if record else 0.0,
-                          recovery=recovery, last_message="")
+    def waitUntil(self, predicate, timeout: int = 5000) -> None:  # noqa: N802
+        deadline = time.monotonic() + timeout / 1000
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"waited {timeout} ms for {predicate}")
+            QApplication.processEvents()
+            time.sleep(0.01)
 
 
-def _checklist(applicator_ok: bool) -> Checklist:
-    items = (
-        ChecklistItem("patient_identity", "Patient identity (2 identifiers)", True,
-                      "MRN-100234 and 1961-03-14 match Erika Mustermann"),
-        ChecklistItem("plan_approved", "Plan approved", True, "physician and physicist signed version 1"),
-        ChecklistItem("applicator", "Applicator on the unit = plan", applicator_ok,
-                      "unit reports 3.0 cm, plan 3.0 cm" if applicator_ok else
-                      "unit reports 3.5 cm, plan requires 3.0 cm: mount the 3.0 cm applicator or re-plan"),
-        ChecklistItem("output_check", "Output check passed today", True, "QA-2026-11-26-1, k_out 1.0000"),
-        ChecklistItem("devices_connected", "Both devices connected", True, "X-ray unit and electrometer answer"),
-        ChecklistItem("record_store", "Record store writable", True, "test write succeeded"),
-    )
-    return Checklist(items, "2026-11-26T09:55:00Z")
+class _Env:
+    """monkeypatch.setenv / delenv for a script (the environment of this process only)."""
+
+    @staticmethod
+    def setenv(name: str, value: str) -> None:
+        os.environ[name] = value
+
+    @staticmethod
+    def delenv(name: str, raising: bool = True) -> None:
+        os.environ.pop(name, None)
 
 
-def _session(role: Role) -> Session:
-    names = {Role.RADIATION_ONCOLOGIST: ("onc.o", "Dr. O. Oncologist"),
-             Role.RADIATION_THERAPIST: ("rtt.t", "T. Therapist"), Role.MEDICAL_PHYSICIST: ("phys.p", "Dr. P. Physicist")}
-    user, name = names[role]
-    return Session("u-" + user, user, name, role, "2026-11-26T09:00:00Z")
-
-
-def _window(snapshot, status, role: Role | None, dev: bool = False):
-    from ui.app import ConsoleWindow
-    bench = None
-    if dev:
-        from simulators.bench import Bench
-        bench = Bench()
-    w = ConsoleWindow(service=_Still(snapshot, status), identity=_Identity(), store=None, dev_bench=bench)
-    w.snapshots.poll()
-    w.statuses.poll()
+def shot(console, path: Path) -> Path:
+    w = console.window
     w.alarm._beeper.stop()
-    if role is not None:
-        w._logged_in(_session(role))
-    return w
-
-
-def _real_snapshots(workdir: Path):
-    """Deliver on the simulator; return snapshots mid-beam, paused-with-interlock and after an interlock."""
-    import pytest  # noqa: F401 - the fixtures' module imports it
-    from tests.ui import conftest as c
-    from drivers.xrs import XrsDriver
-    from simulators.bench import get_bench, reset_benches
-    bench = get_bench("screenshots", source="fast", applicator=str(c.APPLICATOR_CM), seed="7")
-    xrs = XrsDriver("sim://xrs?bench=screenshots")
-    identity = xrs.connect()
-    xrs.set_technique(50.0, 40.0)
-    xrs.warm_up()
-    c.wait_ready(xrs)
-    gen = c.ready_supervisor.__wrapped__((xrs, identity, bench), workdir)
-    sup, box = next(gen)
-    try:
-        for fut in (sup.arm(), sup.beam_on()):
-            assert fut.result(timeout=5).ok
-        mid = box.wait_for(lambda s: s.state is State.BEAM_ON and s.elapsed_s > 3.0, 15)
-        bench.xrs_model.inject("interlock_open")
-        ended = box.wait_for(lambda s: s.state in (State.TERMINATED, State.FAULT), 15)
-        time.sleep(0.3)
-        ended = box.latest()
-        return mid, ended
-    finally:
-        try:
-            next(gen)
-        except StopIteration:
-            pass
-        xrs.close()
-        reset_benches()
+    w.resize(*SCREEN_SIZE)
+    for _ in range(5):
+        QApplication.processEvents()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not w.grab().save(str(path), "PNG"):
+        raise OSError(f"could not write {path}: check the directory and free space")
+    print(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,67 +94,127 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     app = ensure_app()
     out: Path = args.out
+    bot = _Bot()
+    from simulators.bench import reset_benches
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ.setdefault("ORCONSOLE_HOME", tmp)
-        mid, ended = _real_snapshots(Path(tmp))
-        idle = replace(mid, state=State.APPROVED, elapsed_s=0.0, remaining_s=mid.preset_s, primary_dose_gy=0.0,
-                       secondary_dose_gy=0.0, dose_rate_gy_per_min=None, interlocks=(), termination=None,
-                       last_message="plan approved")
-        written = []
-        written.append(grab(treatment_view(mid), out / "05-treatment-beam-on.png"))
-        written.append(grab(treatment_view(ended), out / "05b-treatment-interlock.png"))
-
-        w = _window(idle, _status(WorkflowStep.PLAN_APPROVED), None)
-        written.append(grab(w, out / "01-login.png"))
-        w.shutdown()
-
-        w = _window(idle, _status(WorkflowStep.PLAN_CREATED, approvals=False), Role.RADIATION_ONCOLOGIST)
-        w.show_screen("patient")
-        screen = w.screens["patient"]
-        screen.prescription.setText("200")
+        tmp = Path(tmp)
+        os.environ["ORCONSOLE_HOME"] = str(tmp / "template")
+        template = make_installation(tmp / "template")
+        consoles = []
         try:
-            parse_prescription_gy("200", f.protocol())
-        except Refused as exc:
-            screen.plan_error.setText("Refused: " + exc.message)
-        written.append(grab(w, out / "02-patient-and-plan.png"))
-        w.show_screen("approval")
-        written.append(grab(w, out / "03-approval.png"))
-        w.shutdown()
+            # 01: first run (no account yet) and the normal sign-in
+            fresh = tmp / "fresh"
+            fresh.mkdir()
+            c = Console(bot, Installation(fresh, f"sqlite:///{fresh / 'orconsole.sqlite3'}", {}), fresh, _Env())
+            consoles.append(c)
+            bot.waitUntil(c.window.login.first_run.isVisible, 10000)
+            shot(c, out / "01b-first-run-no-accounts.png")
+            c.close()
 
-        w = _window(idle, _status(WorkflowStep.PLAN_APPROVED), Role.RADIATION_THERAPIST)
-        w.show_screen("checklist")
-        w.screens["checklist"].mrn.setText("MRN-100234")
-        w.screens["checklist"].dob.setText("1961-03-14")
-        w.screens["checklist"].show_checklist(_checklist(applicator_ok=False))
-        written.append(grab(w, out / "04-checklist-refused.png"))
-        w.screens["checklist"].show_checklist(_checklist(applicator_ok=True))
-        written.append(grab(w, out / "04b-checklist-passed.png"))
-        w.shutdown()
+            c = Console(bot, template, tmp / "home1", _Env())
+            consoles.append(c)
+            steps.type_into(bot, c.window.login.username, THERAPIST)
+            shot(c, out / "01-login.png")
+            # 02: physician: patient and plan; a refused prescription first
+            steps.login(bot, c, ONCOLOGIST)
+            steps.register_and_select_patient(bot, c)
+            steps.prescribe(bot, c, "25")
+            shot(c, out / "02b-prescription-refused.png")
+            steps.prescribe(bot, c, "20")
+            steps.wait_step(bot, c, "plan_created")
+            shot(c, out / "02-patient-and-plan.png")
+            # 03: approvals (physician signed, physicist about to)
+            steps.approve(bot, c, ONCOLOGIST)
+            screen = c.window.screens["approval"]
+            steps.type_into(bot, screen.user, PHYSICIST)
+            shot(c, out / "03-approval.png")
+            steps.approve(bot, c, PHYSICIST)
+            steps.wait_step(bot, c, "plan_approved")
+            steps.sign_out(bot, c)
+            # 04: checklist with the wrong applicator mounted, then passed
+            c.bench.xrs_model.mount_applicator(3.0)
+            steps.login(bot, c, THERAPIST)
+            checklist = steps.warm_up_and_check(bot, c, expect_ok=False)
+            bot.waitUntil(lambda: not checklist.checklist.item("applicator").ok, 10000)
+            shot(c, out / "04-checklist-refused.png")
+            c.bench.xrs_model.mount_applicator(1.5)
+            try:
+                bot.waitUntil(lambda: checklist.checklist.ok, 10000)
+            except TimeoutError:
+                raise SystemExit("checklist still not passed: " + "; ".join(
+                    i.message for i in checklist.checklist.failures())) from None
+            shot(c, out / "04b-checklist-passed.png")
+            # 05: treatment: beam on, paused with the reason asked, completed
+            steps.arm_and_start(bot, c)
+            bot.waitUntil(lambda: c.window.ctx.snapshot.elapsed_s > 2.5, 15000)
+            shot(c, out / "05-treatment-beam-on.png")
+            t = c.window.screens["treatment"]
+            steps.click(bot, t.pause_button)
+            steps.wait_state(bot, c, State.PAUSED)
+            bot.waitUntil(t.reason_panel.isVisible, 5000)
+            shot(c, out / "05a-treatment-paused-reason.png")
+            steps.click(bot, t.reason_panel.choice_buttons[0])
+            steps.click(bot, t.reason_panel.record_button)
+            bot.waitUntil(lambda: not c.window.ctx.snapshot.closing_segment and t.resume_button.isEnabled(), 10000)
+            steps.click(bot, t.resume_button)
+            steps.wait_state(bot, c, State.COMPLETED, State.TERMINATED, State.FAULT, timeout_ms=30000)
+            steps.wait_step(bot, c, "delivery_ended")
+            bot.waitUntil(t.record_button.isVisible, 10000)
+            shot(c, out / "05c-treatment-completed.png")
+            # 06: the record, signed and listed as verified
+            steps.click(bot, t.record_button)
+            r = c.window.screens["record"]
+            steps.type_into(bot, r.password, c.password(THERAPIST))
+            steps.click(bot, r.sign_button)
+            steps.wait_step(bot, c, "record_signed")
+            bot.waitUntil(lambda: r.table.rowCount() > 0, 10000)
+            shot(c, out / "06-record.png")
+            c.close()
 
-        done = replace(mid, state=State.COMPLETED, elapsed_s=mid.preset_s, remaining_s=0.0, primary_dose_gy=20.0,
-                       secondary_dose_gy=19.93, interlocks=(), last_message="preset time reached")
-        w = _window(done, _status(WorkflowStep.DELIVERY_ENDED, record="REC-2026-11-26-0001"), Role.RADIATION_THERAPIST)
-        w.show_screen("record")
-        written.append(grab(w, out / "06-record.png"))
-        w.shutdown()
+            # 05b: an interlock during beam (injected from the developer panel); 08: that panel
+            c = Console(bot, template, tmp / "home2", _Env())
+            consoles.append(c)
+            steps.plan_and_approve(bot, c)
+            steps.login(bot, c, THERAPIST)
+            steps.warm_up_and_check(bot, c)
+            steps.arm_and_start(bot, c)
+            bot.waitUntil(lambda: c.window.ctx.snapshot.elapsed_s > 2.0, 15000)
+            steps.go(bot, c, "dev")
+            shot(c, out / "08-developer-simulator-panel.png")
+            steps.click(bot, c.window.screens["dev"].inject_buttons["interlock_open"])
+            steps.wait_state(bot, c, State.TERMINATED, State.FAULT)
+            bot.wait(800)
+            shot(c, out / "05b-treatment-interlock.png")
+            c.close()
 
-        recovery = RecoveryInfo(treatment_id="T-3f9a1c2b7d10", plan_id="PLAN-017-1", plan_hash="ab" * 32,
-                                preset_s=1379.3, journal_elapsed_s=612.0, journal_irm_dose_gy=8.86,
-                                device_irm_dose_gy=8.91, device_beam_on_time_s=613.4, device_state="fault",
-                                delivered_dose_gy=8.91, record_id="REC-2026-11-26-0001",
-                                message="the console restarted during beam; the unit's watchdog ended the beam")
-        interrupted = replace(idle, state=State.INTERRUPTED, last_message="unfinished treatment found")
-        w = _window(interrupted, _status(WorkflowStep.INTERRUPTED, recovery=recovery), Role.MEDICAL_PHYSICIST)
-        w.show_screen("recovery")
-        written.append(grab(w, out / "07-recovery.png"))
-        w.shutdown()
-
-        w = _window(idle, _status(WorkflowStep.PLAN_APPROVED), Role.RADIATION_THERAPIST, dev=True)
-        w.show_screen("dev")
-        written.append(grab(w, out / "08-developer-simulator-panel.png"))
-        w.shutdown()
-    for p in written:
-        print(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p)
+            # 07: recovery after a console crash during beam (the unit's watchdog ended the beam)
+            c = Console(bot, template, tmp / "home3", _Env())
+            consoles.append(c)
+            steps.plan_and_approve(bot, c)
+            steps.login(bot, c, THERAPIST)
+            steps.warm_up_and_check(bot, c)
+            steps.arm_and_start(bot, c)
+            bot.waitUntil(lambda: c.window.ctx.snapshot.elapsed_s > 3.0, 15000)
+            home, bench_name = c.installation.home, c.bench_name
+            shutil.copytree(home, tmp / "crash-image")
+            c.bench.xrs_model.inject("silent")
+            bot.waitUntil(lambda: not c.bench.xrs_model.status().hv_on, 5000)
+            c.close()
+            c.bench.xrs_model.clear("silent")
+            shutil.rmtree(home)
+            shutil.copytree(tmp / "crash-image", home)
+            c = Console(bot, c.installation, home, _Env(), bench_name=bench_name)
+            consoles.append(c)
+            steps.login(bot, c, PHYSICIST)
+            bot.waitUntil(lambda: c.window.current_key() == "recovery", 5000)
+            steps.type_into(bot, c.window.screens["recovery"].acknowledgement,
+                            "unit counter read: matches the journal; patient and applicator unchanged")
+            shot(c, out / "07-recovery.png")
+            c.close()
+        finally:
+            for console in consoles:
+                console.close()
+            reset_benches()
     app.processEvents()
     return 0
 
