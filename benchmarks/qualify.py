@@ -125,8 +125,8 @@ def render(rows: list[dict], fuzz: dict, evidence: list[dict], meta: dict) -> st
         "- **Wall clock** (row 11): a ±1 h jump shifts the UTC stamps of the beam session and nothing flags it.",
         "- **Simulator** (`simulators/xrs_model.py` `_inject`): `param()` falls back to `value` for every "
         "parameter, so `orconsole-sim --fault output_drift:F@T` also sets `duration_s = F` — a negative F is "
-        "refused (nothing injected) and a positive F becomes a step, not a drift. Rows 6b/6c therefore run "
-        "in-process with explicit `fraction` and `duration_s`. orconsole-sim also has no control channel to "
+        "refused (nothing injected) and a positive F becomes a step, not a drift. Rows 6b/6c therefore schedule "
+        "the drift in the model with explicit `fraction` and `duration_s` (tests/qualification/sim_child.py). orconsole-sim also has no control channel to "
         "clear a fault or unplug/replug its port, and no fault that corrupts the IRM alone.",
         "- **UNIDOS link**: no checksum; see the fuzzing table for how often a mutated reply decodes to another "
         "value.",
@@ -203,11 +203,10 @@ def render(rows: list[dict], fuzz: dict, evidence: list[dict], meta: dict) -> st
         "Killing and restarting the simulator would be a power cycle of the unit (counters lost), not an unplug. "
         "Plugging back is `XrsDriver.reconnect()` on the same path.",
         "- **Faults the simulator's command line cannot express** (a 15 % or 8 % output step at constant tube "
-        "current, rows 6a2 and 7) run on the same bench served on a real pty from the test process "
-        "(`Bench.serve_pty` + `XrsModel.schedule_fault`). `output_drop` (row 6a) also lowers the tube current "
-        "read-back, so the 5 % µA interlock stops it before the 10 % dose-rate interlock can. `output_drift` via the "
-        "command line reaches its fraction after 60 s; rows 6b/6c scale the fraction so the drift amounts to 5 % at "
-        "the planned end of the beam.",
+        "current, rows 6a2 and 7; the drifts of rows 6b/6c) run on the same bench in its own process on ptys "
+        "(tests/qualification/sim_child.py: `Bench.serve_pty` + `XrsModel.schedule_fault`, importing only "
+        "simulators/). `output_drop` (row 6a) also lowers the tube current read-back, so the 5 % µA interlock stops "
+        "it before the 10 % dose-rate interlock can.",
         "- **Continuation.** `reset`: same unit after its latched fault is reset with an acknowledgement. `fresh`: "
         "the unit's fault cannot be cleared from outside a separate simulator process (no control channel), so the "
         "remainder runs on a new simulator process with the same source serial (the unit after service).",

@@ -148,34 +148,46 @@ class Sim:
         self._thread.join(2.0)
 
 
-class InProcessSim(Sim):
-    """The same bench served on a real pty from this process, for faults orconsole-sim's command line cannot
-    express (a step change of output at constant tube current: `output_drift` with duration_s=0)."""
+class ScheduledSim(Sim):
+    """The bench in its own process (tests/qualification/sim_child.py) with a fault scheduled by the model
+    itself: for faults orconsole-sim's command line cannot express (a step or drift with an explicit duration
+    at constant tube current). Same READY line and events as orconsole-sim."""
 
-    def __init__(self, applicator_cm: float, seed: int) -> None:
-        from simulators.bench import Bench
+    def __init__(self, applicator_cm: float, seed: int, kind: str, after_beam_on_s: float, **params) -> None:
+        spec = f"{kind}:{','.join(f'{k}={v}' for k, v in params.items())}@{after_beam_on_s}"
+        self.proc = _ChildProcess("--applicator", str(applicator_cm), "--seed", str(seed), "--schedule", spec).start()
+        self.xrs_port = self.proc.ports["xrs"]
         self.events = []
         self._lock = threading.Lock()
-        self.bench = Bench(source="fast", applicator_cm=applicator_cm, seed=seed, on_event=self._on_event)
-        self.xrs_port = self.bench.serve_pty("xrs")
-        self.proc = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._collect, name="qual-sim-events", daemon=True)
+        self._thread.start()
 
-    def _on_event(self, event: dict) -> None:
-        with self._lock:
-            self.events.append({**event, "host_rx_s": time.monotonic()})
 
-    @property
-    def pid(self) -> int:
-        return os.getpid()
+class _ChildProcess(SimulatorProcess):
+    def __init__(self, *args: str) -> None:
+        super().__init__("bench", *args)
 
-    def schedule(self, kind: str, after_beam_on_s: float, **params) -> None:
-        self.bench.xrs_model.schedule_fault(kind, after_beam_on_s, **params)
-
-    def kill(self) -> None:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        self.bench.stop()
+    def start(self) -> "_ChildProcess":
+        import subprocess
+        import sys
+        env = {**os.environ, "PYTHONUNBUFFERED": "1",
+               "PYTHONPATH": str(Path(__file__).resolve().parents[2]) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self._proc = subprocess.Popen([sys.executable, "-m", "tests.qualification.sim_child", *self.args[1:]],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, env=env)
+        first = self._read_ready_line()
+        if not first.startswith("READY "):
+            self.stop()
+            raise RuntimeError(f"sim_child did not start: first line {first!r}")
+        for part in first.split()[1:]:
+            kind, _, port = part.partition("=")
+            self.ports[kind] = port
+        self._reader = threading.Thread(target=self._read_events, name="simproc-child", daemon=True)
+        self._reader.start()
+        self._err_reader = threading.Thread(target=self._read_stderr, name="simproc-child-err", daemon=True)
+        self._err_reader.start()
+        return self
 
 
 def ready_driver(port: str, *, warm_up: bool = True) -> XrsDriver:

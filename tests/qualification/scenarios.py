@@ -18,7 +18,7 @@ from drivers.hal import XrsState
 from orconsole.statemachine import State
 from simulators.sources import load_source
 from tests.qualification.harness import (ACK, CONTINUATION_TOTAL_TOLERANCE_FRACTION, OVERSHOOT_LIMIT_FRACTION,
-                                         PRESCRIPTION_GY, Delivery, InProcessSim, Row, Sim, approved_plan, beam_off_after,
+                                         PRESCRIPTION_GY, Delivery, Row, ScheduledSim, Sim, approved_plan, beam_off_after,
                                          check_message, check_record, deliver, describe_record, device_fault_event,
                                          ready_driver, site_config)
 
@@ -42,7 +42,7 @@ class Scenario:
     bound_basis: str
     continuation: str | None         # "reset": same unit after a fault reset; "fresh": unit repaired (new process)
     ci: bool = True                  # part of the CI subset
-    in_process: dict | None = None   # fault the CLI cannot express: scheduled on an in-process bench (real pty)
+    in_process: dict | None = None   # fault the CLI cannot express: scheduled by the model (tests/qualification/sim_child.py)
     record_hint: str = ""            # words the record's termination detail uses for this event
     tolerate_link_loss: bool = False  # a line fault may end safely in link_lost (reported as a gap, not a failure)
 
@@ -70,19 +70,19 @@ SCENARIOS: dict[str, Scenario] = {s.id: s for s in (
              ("ua_out_of_tolerance", "dose_rate_out_of_tolerance"), RATE_BOUND_S, "1 s rate window + 2 polls",
              "fresh", ci=False),
     Scenario("6a2-output-drop-constant-current", "output drops by 15 % at constant tube current",
-             "output_drift:-0.15 (step, in-process)", (0.15, 0.7), "dose_rate_out_of_tolerance", RATE_BOUND_S,
+             "output_drift:-0.15 (step, scheduled in the model)", (0.15, 0.7), "dose_rate_out_of_tolerance", RATE_BOUND_S,
              "1 s rate window + 2 polls", "fresh", in_process={"kind": "output_drift", "fraction": -0.15,
                                                                 "duration_s": 0.0}),
     Scenario("6b-output-drift-down", "output drifts down by 5 % over the rest of the beam",
-             "output_drift:-0.05 (in-process)", (0.05, 0.2), None, None,
+             "output_drift:-0.05 (scheduled in the model)", (0.05, 0.2), None, None,
              "within tolerance: completes on the primary timer", None, ci=False,
              in_process={"kind": "output_drift", "fraction": -0.05, "duration_s": "rest"}),
     Scenario("6c-output-drift-up", "output drifts up by 5 % over the rest of the beam",
-             "output_drift:+0.05 (in-process)", (0.05, 0.2), None, None,
+             "output_drift:+0.05 (scheduled in the model)", (0.05, 0.2), None, None,
              "within tolerance: secondary (IRM) stop at the dose", None, ci=False,
              in_process={"kind": "output_drift", "fraction": 0.05, "duration_s": "rest"}),
     Scenario("7-channels-disagree", "secondary (IRM) runs 8 % below the primary timer",
-             "output_drift:-0.08 (step, in-process)", (0.03, 0.12), "dose_channels_disagree", None,
+             "output_drift:-0.08 (step, scheduled in the model)", (0.03, 0.12), "dose_channels_disagree", None,
              "integral check: |Δ| > 5 % + 0.2 Gy", "fresh", in_process={"kind": "output_drift", "fraction": -0.08,
                                                                         "duration_s": 0.0}),
 )}
@@ -177,12 +177,11 @@ def run_fault(scenario: Scenario, *, seed: int = 1, applicator_cm: float = 3.0, 
     row.fault_at_s = at_s
     kind = scenario.fault.partition(":")[0]
     if scenario.in_process is not None:
-        sim = InProcessSim(applicator_cm, seed)
         params = dict(scenario.in_process)
         kind = params.pop("kind")
         if params.get("duration_s") == "rest":        # the drift reaches its fraction at the planned end
             params["duration_s"] = round(preset_s - at_s, 3)
-        sim.schedule(kind, at_s, **params)
+        sim = ScheduledSim(applicator_cm, seed, kind, at_s, **params)
     else:
         sim = Sim("--applicator", str(applicator_cm), "--seed", str(seed), "--fault",
                   _fault_arg(scenario, at_s, preset_s))
