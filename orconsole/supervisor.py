@@ -29,7 +29,8 @@ from orconsole.config import SiteConfig
 from orconsole.dosecalc import todays_output_check
 from orconsole.interlocks import (REGISTRY, ClearRole, Effect, InterlockBank, InterlockId, InterlockStatus,
                                   beam_conditions, cumulative_dose_condition, device_conditions)
-from orconsole.journal import BEAM_OFF, BEAM_ON, RECOVERY_ACKNOWLEDGED, Journal, JournalWriteError, read_journal
+from orconsole.journal import (BEAM_OFF, BEAM_ON, RECOVERY_ACKNOWLEDGED, Journal, JournalReadout, JournalWriteError,
+                               read_journal)
 from orconsole.models import ApprovedPlan, QaResult, Refused
 from orconsole.statemachine import Event, State, TransitionResult, TreatmentStateMachine
 
@@ -257,7 +258,12 @@ class Supervisor:
         self.interlocks = InterlockBank()
         self.sm = TreatmentStateMachine(clock, self.interlocks, resolution_s=self.config.planning.timer_resolution_s)
         self._utc_now = utc_now
-        readout = read_journal(journal_path)
+        try:
+            readout = read_journal(journal_path)
+        except OSError as exc:     # unreadable: the journal cannot be trusted or appended; the interlock says so
+            readout = JournalReadout(entries=(), torn_tail=False)
+            self.interlocks.trip(InterlockId.JOURNAL_WRITE_FAILURE, now_s=clock.now_s(),
+                                 detail=f"the treatment journal {journal_path} cannot be read ({exc.strerror or exc})")
         self.journal_report = readout.report
         kwargs = {} if journal_fsync is None else {"fsync": journal_fsync}
         try:
