@@ -368,6 +368,10 @@ class Supervisor:
         """Set the technique (default: the configured nominal 50 kV / 40 µA) and start the warm-up when the
         unit is not READY yet. Only while no plan is armed or delivered."""
         return self.submit("prepare_device", kv=kv, ua=ua)
+    def reconnect(self) -> Future:
+        """Re-open the link to the unit after a loss (never during beam); the link-lost interlock stays latched
+        until a person clears it."""
+        return self.submit("reconnect")
     def reset_device_fault(self, *, acknowledgement: str) -> Future:
         """Reset the unit's latched fault with a person's written acknowledgement (never automatic)."""
         return self.submit("reset_device_fault", acknowledgement=acknowledgement)
@@ -742,6 +746,22 @@ class Supervisor:
         except DeviceError as exc:
             return self._result(False, f"the X-ray unit refused the preparation: {exc.message}")
         return self._result(True, f"technique {kv:g} kV / {ua:g} µA set; the unit is {status.state.value}")
+
+    def _cmd_reconnect(self) -> CommandResult:
+        if self.sm.state is State.BEAM_ON:
+            return self._result(False, "the beam is on: stop it before reconnecting")
+        try:
+            identity = self._xrs.reconnect()
+        except DeviceError as exc:
+            return self._result(False, f"the X-ray unit did not answer the reconnection: {exc.message}; check the "
+                                       "cable and the unit's power")
+        if identity.serial_number != self._serial:
+            self.interlocks.trip(InterlockId.SOURCE_SERIAL_MISMATCH, now_s=self._clock.now_s(),
+                                 detail=f"reconnected to {identity.serial_number}, expected {self._serial}")
+            return self._result(False, f"reconnected to source {identity.serial_number}, not {self._serial}: connect "
+                                       "the planned source")
+        return self._result(True, f"link to X-ray unit {identity.serial_number} restored: confirm at the unit that the "
+                                  "beam is off, then clear the link-lost interlock")
 
     def _cmd_reset_device_fault(self, acknowledgement: str) -> CommandResult:
         if not acknowledgement or not acknowledgement.strip():

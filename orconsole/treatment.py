@@ -426,6 +426,23 @@ class TreatmentService:
         self._changed("X-ray unit warmed up and READY")
         return DeviceInfo(self._xrs_identity, self._readout_identity)
 
+    def reconnect_devices(self, session: Session) -> CommandResult:
+        """After a lost link: re-open the link to the unit through the Supervisor (never during beam). The
+        link-lost interlock stays latched until cleared with `clear_interlock`."""
+        self.identity.require(session, Permission.OPERATE_BEAM, "reconnect the X-ray unit")
+        return self._beam_command(session, "reconnect", self._require_supervisor().reconnect)
+
+    def clear_interlock(self, session: Session, interlock: InterlockId, *, acknowledgement: str) -> CommandResult:
+        """A person clears a latched interlock with a written acknowledgement (roles per docs/interlocks.md)."""
+        self.identity.require(session, Permission.OPERATE_BEAM, f"clear the {interlock.value} interlock")
+        role = {Role.RADIATION_THERAPIST: ClearRole.THERAPIST, Role.MEDICAL_PHYSICIST: ClearRole.PHYSICIST,
+                Role.RADIATION_ONCOLOGIST: ClearRole.PHYSICIAN}.get(Role(session.role))
+        if role is None:
+            raise PermissionDenied(f"{session.full_name} ({session.role}) cannot clear interlocks")
+        sup = self._require_supervisor()
+        return self._beam_command(session, f"clear interlock {interlock.value}",
+                                  lambda: sup.clear_interlock(interlock, role=role, acknowledgement=acknowledgement))
+
     def close(self) -> None:
         """Stop the Supervisor (beam off) and close the devices."""
         self._closing = True

@@ -131,3 +131,17 @@ def test_a_unit_still_irradiating_after_a_lost_beam_off_is_switched_off_again(tm
     assert xrs.state is not XrsState.BEAM_ON and xrs.cause is BeamOffCause.CONSOLE_COMMAND
     assert sup.interlocks.is_active(InterlockId.DEVICE_FAULT)
     assert sup.sm.state is State.FAULT
+
+
+def test_reconnect_is_refused_during_beam_and_restores_the_link_otherwise(tmp_path):
+    sup, xrs, clock = make(tmp_path)
+    start_beam(sup, approved())
+    refused = do(sup, "reconnect")
+    assert not refused.ok and "stop it before reconnecting" in refused.reason
+    xrs.link_down = True
+    run_for(sup, clock, 1.0)
+    assert sup.sm.state is State.FAULT and sup.interlocks.is_active(InterlockId.LINK_LOST)
+    xrs.link_down = False
+    result = do(sup, "reconnect")
+    assert result.ok and "clear the link-lost interlock" in result.reason
+    assert sup.interlocks.is_active(InterlockId.LINK_LOST)        # latched until a person clears it
