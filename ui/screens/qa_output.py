@@ -36,10 +36,10 @@ NO_DEVICE_THREAD = ("The output check cannot be started from this console yet: t
 
 
 def _service_runner(service: Any):
-    """The treatment service, when it can run an output check on its device thread (see docs/qa.md)."""
-    if service is not None and callable(getattr(service, "run_output_check", None)):
-        return service
-    return None
+    """The treatment service's runner on its device thread, once the service offers one (docs/qa.md, 'Output
+    check in the console'): `service.output_check_runner()` → connect()/submit()/cancel() as OutputCheckWorker."""
+    factory = getattr(service, "output_check_runner", None) if service is not None else None
+    return factory() if callable(factory) else None
 
 
 class OutputCheckScreen(QWidget):
