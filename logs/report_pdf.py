@@ -303,9 +303,9 @@ def report_html(*, month: str, site_name: str, sources: list[dict[str, Any]], ge
             parts.append(f"<p>{_result_cell(r['result'])} {_e(r['performed_at'][:16].replace('T', ' '))} "
                          f"({_e(r['kind'])}, {_e(r['qa_id'])}): {_e(r['message'])}{follow}</p>")
         parts.append(_h2(f"Output checks — source {src['serial']}"))
-        parts.append(_grid([("date, time", 15, False), ("result", 11, False), ("k_out", 8, True), ("dev.", 8, True),
+        parts.append(_grid([("date, time", 15, False), ("result", 11, False), ("k_out", 8, True), ("dev.", 10, True),
                             ("k_TP", 8, True), ("T °C", 6, True), ("P kPa", 8, True), ("spread", 8, True),
-                            ("signed by", 16, False), ("acknowl.", 10, False)],
+                            ("signed by", 15, False), ("acknowl.", 9, False)],
                            [[_e(r["performed_at"][:16].replace("T", " ")), _result_cell(r["result"]), _e(r["k_out"]),
                              f"{_f(r, 'deviation_percent'):+.2f} %" if _f(r, "deviation_percent") is not None else "—",
                              _e(r["k_tp"]), _e(r["temperature_c"]), _e(r["pressure_kpa"]),

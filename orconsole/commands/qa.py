@@ -48,7 +48,7 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="qa_command", metavar="ACTION", required=True)
 
     o = sub.add_parser("output", help="daily output check with the ion chamber in the QA holder")
-    o.add_argument("--headless", action="store_true", help="run without a window (required until the QA screen exists)")
+    o.add_argument("--headless", action="store_true", help="run without a window (required: the QA screens are in the console)")
     o.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     o.add_argument("--temperature", required=True, metavar="T",
                    help="air temperature at the chamber: '22.5' (°C), '22.5 C' or '72.5 F'")
@@ -279,7 +279,8 @@ def cmd_output(args) -> int:
     from orconsole.qa import OutputCheck, OutputCheckRequest, QaIncomplete, StoreQaRepository, output_check_gate
 
     if not args.headless:
-        print("qa: the QA window is not built yet; run 'orconsole qa output --headless ...'", file=sys.stderr)
+        print("qa: this command has no window; the QA screens are in the console (screen 8 · Daily output check, "
+              "see docs/qa.md §9). Run 'orconsole qa output --headless ...' here.", file=sys.stderr)
         return EXIT_USAGE
     policy = _policy(args)
     from orconsole.qa import parse_pressure_kpa, parse_temperature_c
