@@ -432,7 +432,7 @@ class Supervisor:
                 while self._clock.now_s() < wake_s and time.monotonic() < spin_until:
                     pass                                  # queue timeouts may return a hair early
                 self.end_wake_lateness_s.append(self._clock.now_s() - wake_s)
-                self.poll_once()
+                self._poll_safely()
                 if self.sm.state is State.BEAM_ON:
                     self._beam_end_s = None               # not ended (status unreadable?): regular polls decide
                 continue
@@ -442,7 +442,7 @@ class Supervisor:
             if late_periods >= 1:               # skip missed deadlines instead of bursting to catch up
                 self.overruns += 1
                 k += late_periods
-            self.poll_once()
+            self._poll_safely()
             k += 1
         self._drain()
 
@@ -491,13 +491,31 @@ class Supervisor:
             else:
                 result = handler(**command.kwargs)
         except Exception as exc:  # a bug must not kill the safety thread; the beam goes off
-            log.exception("supervisor command %s failed", command.name)
-            self._beam_off_quietly(BeamOffReason.CONSOLE_FAULT)
+            self._internal_fault(f"command {command.name}", exc)
             result = self._result(False, f"internal error while executing {command.name}: {exc}; the beam was "
-                                         "switched off; report this to service")
+                                         "switched off and the treatment ended in FAULT; report this to service")
         self._last_message = result.reason
         self._publish()
         command.future.set_result(result)
+
+    def _internal_fault(self, what: str, exc: BaseException) -> None:
+        """A console bug: beam off, and a running treatment ends in FAULT (never left in beam_on)."""
+        log.exception("supervisor %s failed", what)
+        self._beam_off_quietly(BeamOffReason.CONSOLE_FAULT)
+        if self.sm.state in (State.ARMED, State.BEAM_ON, State.PAUSED):
+            try:
+                self._end(Event.FAULT, TerminationStatus.MACHINE,
+                          f"internal console error in {what} ({exc}): beam switched off; confirm HV is off at the "
+                          "unit and report this to service", None)
+            except Exception:  # the beam is already off; the state machine keeps what it had
+                log.exception("supervisor could not record the internal fault")
+
+    def _poll_safely(self) -> None:
+        try:
+            self.poll_once()
+        except Exception as exc:  # a bug in evaluation must not kill the thread that stops the beam
+            self._internal_fault("status poll", exc)
+            self._publish()
 
     def _result(self, ok: bool, reason: str) -> CommandResult:
         return CommandResult(ok, reason, self.sm.state)

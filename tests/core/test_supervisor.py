@@ -269,3 +269,20 @@ def test_status_is_polled_continuously_as_heartbeat(rig):
     start = xrs.status_calls
     box.wait_for(lambda s: False, 1.0)        # just wait one second
     assert xrs.status_calls - start >= 10      # nominal 20; loose for a loaded machine
+
+
+def test_a_bug_in_the_status_evaluation_switches_the_beam_off_and_ends_in_fault(rig):
+    sup, xrs, box, *_ = rig
+    to_ready(sup, xrs=xrs)
+    ok(sup.arm())
+    ok(sup.beam_on())
+    wait_state(box, State.BEAM_ON)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated evaluation bug")
+
+    sup._evaluate = broken               # the next poll fails inside the supervisor's own code
+    snap = wait_state(box, State.FAULT)
+    assert BeamOffReason.CONSOLE_FAULT in xrs.beam_off_reasons
+    assert "internal console error" in snap.last_message and "service" in snap.last_message
+    assert sup._thread.is_alive(), "the supervisor thread must survive its own bug"
