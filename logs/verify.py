@@ -143,16 +143,22 @@ def _check_approvals(v: DocumentVerdict, data: Any, plan_lookup: PlanLookup) -> 
     if plan.get("plan_hash") != plan_doc.content_hash:
         v.problems.append("the plan hash in the record differs from the stored plan's content hash: "
                           "the delivered plan is not the approved one")
-    by_id = {s.sig_id: s for s in plan_sigs}
+    # each approval copy is checked against the plan version it signs (a continuation is a new version)
+    lookups = {plan_doc_id: (plan_doc, plan_sigs)}
     for a in approvals:
-        s = by_id.get(a.get("signature_id"))
-        if s is None or s.meaning != a.get("meaning") or s.signer_user_id != a.get("signer_user_id") \
-                or s.signed_utc != a.get("signed_utc") or s.content_hash != a.get("signed_content_hash") \
-                or s.content_hash != plan_doc.content_hash:
+        signed_id = a.get("signed_document_id") or plan_doc_id
+        if signed_id not in lookups:
+            lookups[signed_id] = plan_lookup(signed_id)
+        signed_doc, signed_sigs = lookups[signed_id]
+        s = next((x for x in signed_sigs if x.sig_id == a.get("signature_id")), None)
+        if signed_doc is None or s is None or s.meaning != a.get("meaning") \
+                or s.signer_user_id != a.get("signer_user_id") or s.signed_utc != a.get("signed_utc") \
+                or s.content_hash != a.get("signed_content_hash") or s.content_hash != signed_doc.content_hash:
             v.problems.append(f"approval '{a.get('meaning')}' by {a.get('printed_name')} is not a signature on the "
-                              "stored plan")
+                              f"stored plan {signed_id}")
     if approvals:
-        v.notes.append(f"{len(approvals)} plan approval(s) match signatures on plan {plan_doc_id}")
+        versions = len({a.get("signed_document_id") or plan_doc_id for a in approvals})
+        v.notes.append(f"{len(approvals)} plan approval(s) match signatures on {versions} stored plan version(s)")
 
 
 def verify_one(doc: Document, sigs: list[SignatureRow], keys: dict[str, PublicKeyRow],

@@ -261,3 +261,32 @@ def test_a_public_key_slipped_into_the_store_is_reported(store):
                      {"k": key_id_of(k.public_key()), "u": olga.user_id, "p": b64e(public_key_raw(k.public_key()))})
     verdict = verify_all(store)
     assert not verdict.ok and "was not registered through the store" in verdict.render()
+
+
+def test_approvals_of_a_continuation_plan_version_are_checked_against_that_version(store):
+    from logs.records import ApprovalRef
+
+    cast = make_cast(store)
+    book = RecordBook(store)
+    first = store.create_document("plan", {"plan_id": "P", "v": 1}, actor="olga", final=True)
+    second = store.create_document("plan", {"plan_id": "P", "v": 2, "delivery": "CONTINUATION"}, actor="olga",
+                                   final=True)
+    sigs = [cast.ids.sign(cast.oncologist, PASSWORDS["olga"], first.doc_id, Meaning.PRESCRIBED),
+            cast.ids.sign(cast.physicist, PASSWORDS["pia"], second.doc_id, Meaning.APPROVED_PLAN)]
+    rec = example_record()
+    rec.plan.plan_document_id, rec.plan.plan_hash = first.doc_id, first.content_hash
+    rec.approvals = [ApprovalRef(meaning=a.meaning, printed_name=a.printed_name, role=a.role,
+                                 signer_user_id=a.signer_user_id, signed_utc=a.signed_utc, signature_id=a.sig_id,
+                                 signed_document_id=a.doc_id, signed_content_hash=a.content_hash) for a in sigs]
+    book.start(rec, actor="tom")
+    book.finalise(rec.record_id, actor="tom", completion="complete")
+    v = verify_stored(store, rec.record_id)
+    assert v.ok and any("2 stored plan version(s)" in n for n in v.notes), v.render()
+    # the continuation's approval copied onto the first version: it is not a signature there
+    forged = rec.model_copy(deep=True)
+    forged.record_id = "forged-" + rec.record_id[7:]
+    forged.approvals[1] = forged.approvals[1].model_copy(update={"signed_document_id": first.doc_id})
+    book.start(forged, actor="tom")
+    book.finalise(forged.record_id, actor="tom", completion="complete")
+    v = verify_stored(store, forged.record_id)
+    assert not v.ok and f"is not a signature on the stored plan {first.doc_id}" in v.render()
