@@ -762,9 +762,16 @@ class TreatmentService:
     def _ensure_record_draft(self, session: Session) -> None:
         plan = self._plan
         if self._record_id is not None:
-            # A continuation: record.plan and record.approvals stay those of the first plan version (logs.verify
-            # cross-checks approvals against record.plan.plan_document_id). The continuation's own signed plan
-            # document and approvals are named in the record's comments at finalisation and in the audit trail.
+            # A continuation: record.plan stays the first plan version; the continuation's approvals join
+            # record.approvals (each names the plan document it signs, and logs.verify checks it there), and
+            # its plan document is named in the record's comments at finalisation and in the audit trail.
+            refs = list(self._approval_refs)
+
+            def add_continuation_approvals(record: DeliveryRecord) -> None:
+                known = {a.signature_id for a in record.approvals}
+                record.approvals.extend(a for a in refs if a.signature_id not in known)
+
+            self._book.update(self._record_id, add_continuation_approvals)
             note = (f"continuation plan {plan.plan_id} v{plan.version} (document {self._plan_doc_id}, hash "
                     f"{self._plan_doc_hash}) approved by " + ", ".join(
                         f"{a.printed_name} ({a.meaning})" for a in self._approval_refs))
