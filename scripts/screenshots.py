@@ -27,7 +27,9 @@ from tests.support.installation import (ONCOLOGIST, PHYSICIST, THERAPIST, Instal
                                         make_installation)
 from tests.ui import steps  # noqa: E402
 from tests.ui.conftest import Console  # noqa: E402
-from ui.screenshots import SCREEN_SIZE, ensure_app  # noqa: E402
+from ui.screenshots import ensure_app  # noqa: E402
+
+SCREEN_SIZE = (1920, 1080)      # a typical operating-room display, maximized window
 
 
 class _Bot:

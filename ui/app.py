@@ -134,6 +134,7 @@ class ConsoleWindow(QMainWindow):
         root = QVBoxLayout(central)
         root.setContentsMargins(0, 0, 0, 0)
         root.setSpacing(0)
+        self.stale_s: float | None = None
         self.banner = StateBanner()
         root.addWidget(self.banner)
         self.alarm = AlarmBar()
@@ -144,6 +145,8 @@ class ConsoleWindow(QMainWindow):
         self.user_label.setObjectName("userLabel")
         self.patient_label = make_label("", "info")
         self.patient_label.setObjectName("patientHeader")
+        self.patient_label.setWordWrap(True)        # a long name must not widen the window past the screen
+        self.user_label.setWordWrap(True)
         self.lock_button = make_button("Lock", name="lockButton")
         self.logout_button = make_button("Sign out", name="logoutButton")
         header.setSpacing(24)
@@ -163,7 +166,7 @@ class ConsoleWindow(QMainWindow):
         self.nav_box = QWidget()
         nav = QVBoxLayout(self.nav_box)
         nav.setContentsMargins(0, 0, 0, 0)
-        self.nav_box.setFixedWidth(330)
+        self.nav_box.setFixedWidth(310)
         body.addWidget(self.nav_box)
         self.stack = QStackedWidget()
         body.addWidget(self.stack, 1)
@@ -225,7 +228,6 @@ class ConsoleWindow(QMainWindow):
         self._idle_timer = QTimer(self)
         self._idle_timer.setInterval(1000)
         self._idle_timer.timeout.connect(self._check_idle)
-        self.stale_s: float | None = None
         self._stale_timer = QTimer(self)
         self._stale_timer.setInterval(250)
         self._stale_timer.timeout.connect(self._check_stale)
@@ -260,6 +262,7 @@ class ConsoleWindow(QMainWindow):
         self.logout_button.setVisible(False)
         self.login.set_locked(self._locked_user)
         self.stack.setCurrentWidget(self.login)
+        self._show_next_step()
         self.login.focus_first()
 
     def _logged_in(self, session) -> None:
@@ -273,6 +276,7 @@ class ConsoleWindow(QMainWindow):
         self.lock_button.setVisible(True)
         self.logout_button.setVisible(True)
         self.activity.last_activity_s = time.monotonic()
+        self._show_next_step()
         status, snap = self.ctx.status, self.ctx.snapshot
         if snap is not None and snap.state in theme.BEAM_STATES:
             target = "treatment"
@@ -317,7 +321,7 @@ class ConsoleWindow(QMainWindow):
         previous = self.ctx.snapshot
         self.ctx.snapshot = snap
         self.stale_s = None
-        self.banner.show_state(snap.state, snap.link_ok)
+        self._show_banner()
         self.screens["treatment"].set_stale(None)
         self.screens["treatment"].show_snapshot(snap)
         self.screens["checklist"].show_snapshot(snap)
@@ -337,19 +341,30 @@ class ConsoleWindow(QMainWindow):
         if age is None or age < STALE_AFTER_S:
             return
         self.stale_s = age
-        self.banner.show_state(snap.state if snap else None, snap.link_ok if snap else True, stale_s=age)
+        self._show_banner()
         self.screens["treatment"].set_stale(age)
         self.alarm.show_alarm(" · ".join(x for x in (
             "DISPLAY NOT UPDATING — no news from the treatment supervisor; the figures shown are old. If the "
             "beam may be on, press STOP (Esc)", alarm_text(snap) if snap else "") if x))
 
+    def _show_next_step(self) -> None:
+        self.next_step.setText(next_step_text(self.ctx.status) if self.ctx.session is not None else
+                               "NEXT: sign in with your own account (STOP works without signing in: Esc or F12)")
+
+    def _show_banner(self) -> None:
+        snap, status = self.ctx.snapshot, self.ctx.status
+        words = _BANNER_STEP.get(status.step.value) if status is not None else None
+        self.banner.show_state(snap.state if snap else None, snap.link_ok if snap else True, stale_s=self.stale_s,
+                               workflow_words=words)
+
     def _on_status(self, status) -> None:
         self.ctx.status = status
+        self._show_banner()
         p = status.patient
         self.patient_label.setText(
             (f"Patient: {p.full_name} · MRN {p.medical_record_number} · born {p.date_of_birth.isoformat()}"
              if p is not None else "No patient selected") + f" · step: {status.step.value.replace('_', ' ')}")
-        self.next_step.setText(next_step_text(status))
+        self._show_next_step()
         self.screens["treatment"].set_workflow_ready(
             status.step.value in ("plan_approved", "ready_to_treat") and status.checklist is not None
             and status.checklist.ok)
@@ -385,6 +400,17 @@ class ConsoleWindow(QMainWindow):
         QApplication.instance().removeEventFilter(self.activity)
         self.ctx.close()
 
+
+# what the banner says while the supervisor holds no plan (IDLE), from the workflow's step
+_BANNER_STEP = {
+    "devices_disconnected": "X-RAY UNIT NOT CONNECTED",
+    "no_patient": "no patient selected",
+    "patient_selected": "patient selected, no plan yet",
+    "plan_created": "plan awaiting approvals",
+    "plan_approved": "plan approved, checklist next",
+    "delivery_ended": "delivery ended, record to sign",
+    "record_signed": "record signed",
+}
 
 _NEXT_STEP = {
     "devices_disconnected": "the X-ray unit is not connected: check its cable and power, then restart the console",

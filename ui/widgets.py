@@ -69,7 +69,7 @@ class StateBanner(QLabel):
         super().__init__(parent)
         self.setObjectName("stateBanner")
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.setMinimumHeight(84)
+        self.setMinimumHeight(72)
         self.setWordWrap(True)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.state: State | None = None
@@ -77,14 +77,19 @@ class StateBanner(QLabel):
         self.stale_s: float | None = None
         self.show_state(None)
 
-    def show_state(self, state: State | None, link_ok: bool = True, stale_s: float | None = None) -> None:
-        """`stale_s`: age of the figures when no fresh snapshot arrived (None = fresh)."""
+    def show_state(self, state: State | None, link_ok: bool = True, stale_s: float | None = None,
+                   workflow_words: str | None = None) -> None:
+        """`stale_s`: age of the figures when no fresh snapshot arrived (None = fresh). `workflow_words`:
+        where the workflow stands, said instead of the supervisor's 'no plan loaded' before a treatment
+        (the service loads the plan into the supervisor only when it arms)."""
         self.state, self.link_ok, self.stale_s = state, link_ok, stale_s
         if state is None:
             words, bg, fg = "CONNECTING TO THE TREATMENT SUPERVISOR…", "#39434d", theme.TEXT
         else:
             look = theme.state_look(state)
             words, bg, fg = look.words, look.background, look.foreground
+            if state is State.IDLE and workflow_words:
+                words = f"BEAM OFF — {workflow_words}"
         if not link_ok:
             words += "  ·  LINK TO X-RAY UNIT LOST"
         if stale_s is not None:

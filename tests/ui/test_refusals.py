@@ -39,7 +39,8 @@ def test_the_wrong_applicator_on_the_unit_fails_the_checklist_and_arming_is_impo
     label = next(lbl for lbl in checklist._item_labels if lbl.objectName() == "check_applicator")
     assert "NOT PASSED" in label.text()
     assert "3.0 cm applicator" in label.text() and "mount the 1.5 cm applicator" in label.text()
-    assert "not passed" in checklist.summary.text()
+    assert "1 CHECK NOT PASSED" in checklist.summary.text()
+    assert checklist._item_labels[0] is label, "what blocks the treatment is listed first"
     assert not checklist.treat_button.isEnabled()
     steps.go(qtbot, console, "treatment")
     assert not console.window.screens["treatment"].arm_button.isEnabled()

@@ -7,7 +7,7 @@ PASSED and the service's message). The check itself is the service's; this scree
 from __future__ import annotations
 
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import QFormLayout, QHBoxLayout, QLineEdit, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFormLayout, QFrame, QHBoxLayout, QLineEdit, QScrollArea, QVBoxLayout, QWidget
 
 from ui import theme
 from ui.context import Context, Outcome
@@ -55,13 +55,23 @@ class ChecklistScreen(QWidget):
         ll.addStretch(1)
         root.addWidget(lf, 2)
 
-        rf, self._items_layout = panel()
-        self._items_layout.addWidget(make_label("Checks", "heading"))
-        self._item_labels = []
+        rf, rl = panel()
+        rl.addWidget(make_label("Checks", "heading"))
         self.summary = make_label("Not yet checked", "figure", wrap=True)
         self.summary.setObjectName("checklistSummary")
-        self._items_layout.addWidget(self.summary)
+        self.summary.setStyleSheet(f"font-size: {theme.LABEL_FONT_PX + 4}px;")
+        rl.addWidget(self.summary)
+        items = QWidget()
+        self._items_layout = QVBoxLayout(items)
+        self._items_layout.setContentsMargins(0, 0, 0, 0)
+        self._items_layout.setSpacing(8)
         self._items_layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(items)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        rl.addWidget(scroll, 1)
+        self._item_labels = []
         root.addWidget(rf, 3)
         self.checklist = None
         self._args = None
@@ -153,16 +163,19 @@ class ChecklistScreen(QWidget):
             self._items_layout.removeWidget(label)
             label.deleteLater()
         self._item_labels = []
-        for i, item in enumerate(checklist.items):
+        # what blocks the treatment first, then what passed (each item says which, in words)
+        ordered = [i for i in checklist.items if not i.ok] + [i for i in checklist.items if i.ok]
+        for i, item in enumerate(ordered):
             mark, words, bg = ("✓", "PASSED", "#0f3d22") if item.ok else ("✗", "NOT PASSED", "#4a1010")
             border = theme.OK_GREEN if item.ok else theme.DANGER_RED
             label = make_label(f"{mark} {item.label} — {words}\n{item.message}", wrap=True)
             label.setObjectName(f"check_{item.key}")
             label.setStyleSheet(f"background: {bg}; border-left: 10px solid {border}; padding: 8px; "
                                 f"font-size: {theme.LABEL_FONT_PX}px;")
-            self._items_layout.insertWidget(1 + i, label)
+            self._items_layout.insertWidget(i, label)
             self._item_labels.append(label)
         failures = checklist.failures()
-        self.summary.setText("All checks passed: the treatment may be armed." if checklist.ok else
-                             f"{len(failures)} check(s) not passed: no treatment until they are.")
+        self.summary.setText("✓ ALL CHECKS PASSED: go to treatment and ARM." if checklist.ok else
+                             f"✗ {len(failures)} CHECK{'S' if len(failures) > 1 else ''} NOT PASSED: no treatment "
+                             "until put right (listed first).")
         self.treat_button.setEnabled(checklist.ok)

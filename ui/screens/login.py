@@ -12,15 +12,22 @@ from ui.context import Context, Outcome
 from ui.widgets import make_button, make_label, panel
 
 
+def first_run_command(db_url: str | None) -> str:
+    """The documented first-run step (docs/storage.md), for the store this console uses (one shell command;
+    the line break is a shell continuation)."""
+    db = f" \\\n      --db '{db_url}'" if db_url else ""
+    return f'orconsole admin create-first-admin --username NAME --full-name "PRINTED NAME"{db}'
+
+
 def first_run_text(db_url: str | None) -> str:
     """What to do on an installation without any account (docs/storage.md, 'First run')."""
-    db = f" --db '{db_url}'" if db_url else ""
-    return ("NO USER ACCOUNT EXISTS YET on this installation, so nobody can sign in. An administrator creates "
-            "the first one once, in a terminal on this computer:\n\n"
-            f"    orconsole admin create-first-admin --username NAME --full-name \"PRINTED NAME\"{db}\n\n"
-            "It asks for the password twice (at least 10 characters). Then the administrator creates the clinical "
-            "accounts with  orconsole admin add-user --admin NAME --username USER --full-name \"PRINTED NAME\" "
-            f"--role therapist|physicist|oncologist{db}  and everyone signs in here with their own account.")
+    return ("NO USER ACCOUNT EXISTS YET, so nobody can sign in.\n"
+            "An administrator creates the first one, once, in a terminal on this computer:\n\n"
+            "  " + first_run_command(db_url) + "\n\n"
+            "It asks for the password twice (at least 10 characters). Then the administrator adds\n"
+            "the clinical accounts (same --db):\n"
+            "  orconsole admin add-user --admin NAME --username USER --full-name \"PRINTED NAME\" \\\n"
+            "      --role therapist|physicist|oncologist")
 
 
 class LoginScreen(QWidget):
@@ -35,7 +42,7 @@ class LoginScreen(QWidget):
         outer = QVBoxLayout(self)
         outer.addStretch(1)
         frame, layout = panel()
-        frame.setMaximumWidth(900)
+        frame.setMaximumWidth(1400)
         outer.addWidget(frame, 0, Qt.AlignmentFlag.AlignHCenter)
         outer.addStretch(2)
         self.heading = make_label("ORConsole — sign in", "heading")
@@ -60,7 +67,9 @@ class LoginScreen(QWidget):
         self.error = make_label("", "error", wrap=True)
         self.error.setObjectName("loginError")
         layout.addWidget(self.error)
-        self.first_run = make_label("", "error", wrap=True)
+        self.first_run = make_label("")          # no word wrap: explicit lines, so nothing is ever cut off
+        self.first_run.setStyleSheet("color: #ffd27f; font-size: 21px; font-weight: 700; background: #2a2410; "
+                                     "padding: 10px; border-left: 8px solid #f0a500;")
         self.first_run.setObjectName("firstRun")
         self.first_run.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.first_run.hide()
@@ -97,6 +106,7 @@ class LoginScreen(QWidget):
             self.first_run.hide()
             return
         self.first_run.setText(first_run_text(getattr(self.ctx.store, "display_url", None)))
+        self.first_run.setMinimumHeight(self.first_run.sizeHint().height() + 2 * 10 + 8)   # + style padding
         self.first_run.show()
 
     def focus_first(self) -> None:

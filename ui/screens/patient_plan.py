@@ -31,7 +31,7 @@ def plan_summary(plan) -> str:
             + (f", {plan.previously_delivered_gy:.2f} Gy already delivered" if plan.previously_delivered_gy else "")
             + f"\nApplicator {plan.applicator_cm:.1f} cm · surface dose rate "
             f"{plan.surface_dose_rate_gy_per_min:.3f} Gy/min\n"
-            f"Source {plan.source_serial} · today's k_out {plan.k_out:.4f} (output check {plan.qa_id})")
+            f"Source {plan.source_serial} · today's output check: k_out {plan.k_out:.4f}")
 
 
 class PatientPlanScreen(QWidget):

@@ -13,13 +13,15 @@ from ui.widgets import fmt_mmss, make_button, make_label, panel
 
 
 def recovery_text(info) -> str:
+    """The figures a person decides on, largest first: what the unit says was delivered."""
     dose = f"{info.delivered_dose_gy:.2f} Gy" if info.delivered_dose_gy is not None else "UNKNOWN — read the unit"
     device = (f"{info.device_irm_dose_gy:.2f} Gy" if info.device_irm_dose_gy is not None else "not read")
-    return (f"Treatment {info.treatment_id} · plan {info.plan_id}\n"
+    state = (info.device_state or "not reporting").replace("_", " ").upper()
+    return (f"DELIVERED (read back from the unit): {dose}\n"
             f"Preset {fmt_mmss(info.preset_s)} · journalled elapsed {fmt_mmss(info.journal_elapsed_s)}\n"
-            f"Delivered dose (device read-back): {dose}\n"
             f"Journal monitor dose {info.journal_irm_dose_gy:.2f} Gy · unit's counter {device}\n"
-            f"Unit state: {info.device_state or 'not reporting'}\n{info.message}")
+            f"X-ray unit: {state} · beam OFF, it will not restart by itself\n"
+            f"Treatment {info.treatment_id} · plan {info.plan_id}")
 
 
 class RecoveryScreen(QWidget):
@@ -35,8 +37,11 @@ class RecoveryScreen(QWidget):
         ll.addWidget(make_label("Interrupted treatment", "heading"))
         self.details = make_label("No interrupted treatment.", "figure", wrap=True)
         self.details.setObjectName("recoveryDetails")
-        self.details.setStyleSheet("font-size: 26px;")
+        self.details.setStyleSheet("font-size: 28px;")
         ll.addWidget(self.details)
+        self.explanation = make_label("", "info", wrap=True)
+        self.explanation.setObjectName("recoveryExplanation")
+        ll.addWidget(self.explanation)
         ll.addStretch(1)
         root.addWidget(lf, 3)
         rf, rl = panel()
@@ -73,6 +78,7 @@ class RecoveryScreen(QWidget):
         if status.recovery is not None:
             self.info = status.recovery
             self.details.setText(recovery_text(status.recovery))
+            self.explanation.setText(status.recovery.message)
 
     def _decide(self, decision: str) -> None:
         password = self.password.text()

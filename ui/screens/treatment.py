@@ -10,15 +10,15 @@ from typing import Any, Callable
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import (QGridLayout, QHBoxLayout, QLineEdit, QProgressBar, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLineEdit, QProgressBar, QScrollArea,
+                               QVBoxLayout, QWidget)
 
 from orconsole.statemachine import State
 from ui import theme
 from ui.bridge import FutureBridge
 from ui.widgets import InterlockList, fmt_mmss, fmt_value, make_button, make_label, panel
 
-INTERRUPTION_REASONS = ("Surgeon's request", "Patient or applicator moved", "Alarm on the unit",
-                        "Anaesthesia / patient condition")
+INTERRUPTION_REASONS = ("Surgeon's request", "Patient / applicator moved", "Alarm on the unit", "Anaesthesia")
 
 STOP_KEYS = ("Esc", "F12")
 
@@ -31,10 +31,13 @@ class ReasonPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         frame, layout = panel()
+        layout.setContentsMargins(14, 8, 14, 8)
+        layout.setSpacing(6)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(frame)
-        self.title = make_label("Why was the treatment interrupted?", "heading")
+        self.title = make_label("Why was the treatment interrupted?", wrap=True)
+        self.title.setStyleSheet(f"font-size: {theme.LABEL_FONT_PX + 2}px; font-weight: 800;")
         layout.addWidget(self.title)
         row = QHBoxLayout()
         self.choice_buttons = []
@@ -92,13 +95,14 @@ class TreatmentScreen(QWidget):
         self._last_state: State | None = None
         self._busy = False
         self.workflow_ready: bool | None = None
+        self._big_countdown = True
 
         root = QVBoxLayout(self)
         root.setContentsMargins(16, 12, 16, 12)
         root.setSpacing(12)
         top = QHBoxLayout()
         top.setSpacing(16)
-        root.addLayout(top, 1)
+        root.addLayout(top, 0)
 
         # -- the countdown
         clock_frame, clock = panel()
@@ -158,19 +162,31 @@ class TreatmentScreen(QWidget):
         figs.addStretch(1)
         top.addWidget(fig_frame, 2)
 
-        # -- interlocks and messages
+        # -- interlocks, messages and the reason: one scrolling middle, so the countdown above and STOP below
+        #    always stay on screen however many interlocks there are
+        middle = QWidget()
+        mid = QVBoxLayout(middle)
+        mid.setContentsMargins(0, 0, 0, 0)
+        mid.setSpacing(8)
         self.interlocks = InterlockList()
-        root.addWidget(self.interlocks)
+        mid.addWidget(self.interlocks)
         self.message = make_label("", "info", wrap=True)
         self.message.setObjectName("treatmentMessage")
-        root.addWidget(self.message)
-        self.record_button = make_button("Next: sign the delivery record →", "go", name="goToRecord")
-        self.record_button.clicked.connect(self.go_to_record.emit)
-        self.record_button.hide()
-        root.addWidget(self.record_button)
+        mid.addWidget(self.message)
         self.reason_panel = ReasonPanel()
         self.reason_panel.submitted.connect(self._reason_given)
-        root.addWidget(self.reason_panel)
+        mid.addWidget(self.reason_panel)
+        mid.addStretch(1)
+        self.middle_scroll = QScrollArea()
+        self.middle_scroll.setWidget(middle)
+        self.middle_scroll.setWidgetResizable(True)
+        self.middle_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.middle_scroll.setMinimumHeight(140)
+        root.addWidget(self.middle_scroll, 1)
+        self.record_button = make_button("Next: sign the record →", "go", name="goToRecord")
+        self.record_button.clicked.connect(self.go_to_record.emit)
+        self.record_button.hide()
+        self.record_button.setProperty("size", "big")
 
         # -- controls: same place on every state; STOP always far right and largest
         controls = QHBoxLayout()
@@ -180,10 +196,11 @@ class TreatmentScreen(QWidget):
         self.pause_button = make_button("PAUSE", "primary", name="pause")
         self.resume_button = make_button("RESUME", "go", name="resume")
         self.stop_button = make_button("■ STOP  (Esc)", "stop", name="stop")
-        self.stop_button.setMinimumWidth(360)
+        self.stop_button.setMinimumWidth(300)
         for b in (self.arm_button, self.start_button, self.pause_button, self.resume_button):
             b.setProperty("size", "big")
             controls.addWidget(b, 1)
+        controls.addWidget(self.record_button, 2)
         controls.addWidget(self.stop_button, 2)
         root.addLayout(controls)
         self.arm_button.clicked.connect(lambda: self._send("arm", "Arm"))
@@ -230,7 +247,11 @@ class TreatmentScreen(QWidget):
         self.message.style().unpolish(self.message)
         self.message.style().polish(self.message)
         if result.ok and ask_reason:
-            self.reason_panel.ask(ask_reason)
+            self._ask_reason(ask_reason)
+
+    def _ask_reason(self, what: str) -> None:
+        self.reason_panel.ask(what)
+        self.middle_scroll.ensureWidgetVisible(self.reason_panel, 0, 0)
 
     def _reason_given(self, reason: str) -> None:
         self.reasons.append(reason)
@@ -266,9 +287,9 @@ class TreatmentScreen(QWidget):
         self.stale.show()
         self.remaining.setStyleSheet(self._countdown_style("#8a8f94"))
 
-    @staticmethod
-    def _countdown_style(colour: str) -> str:
-        return (f"font-size: {theme.COUNTDOWN_FONT_PX}px; font-weight: 800; color: {colour}; "
+    def _countdown_style(self, colour: str) -> str:
+        size = theme.COUNTDOWN_FONT_PX if self._big_countdown else theme.COUNTDOWN_FONT_PX * 2 // 3
+        return (f"font-size: {size}px; font-weight: 800; color: {colour}; "
                 "font-family: 'DejaVu Sans Mono', monospace;")
 
     def show_snapshot(self, snap) -> None:
@@ -278,6 +299,10 @@ class TreatmentScreen(QWidget):
                 b.setEnabled(False)
             return
         self.remaining.setText(fmt_mmss(snap.remaining_s))
+        big = snap.state in theme.BEAM_STATES
+        if big != self._big_countdown:
+            self._big_countdown = big
+            self.remaining.setStyleSheet(self._countdown_style(theme.TEXT))
         self.elapsed.setText(f"Elapsed {fmt_mmss(snap.elapsed_s)}")
         self.preset.setText(f"Preset {fmt_mmss(snap.preset_s)}")
         fraction = snap.elapsed_s / snap.preset_s if snap.preset_s > 0 else 0.0
@@ -290,7 +315,8 @@ class TreatmentScreen(QWidget):
         self.kv.setText(fmt_value(snap.kv, "kV", 1))
         self.ua.setText(fmt_value(snap.ua, "µA", 1))
         link = "link OK" if snap.link_ok else "LINK LOST"
-        self.device.setText(f"{snap.device_state or 'not reporting'} · {link}")
+        device = (snap.device_state or "not reporting").replace("_", " ")
+        self.device.setText(f"{device.upper() if snap.device_state else device} · {link}")
         if snap.plan_id:
             rx = f"{snap.prescription_dose_gy:g} Gy prescribed" if snap.prescription_dose_gy is not None else ""
             self.plan_line.setText(f"Plan {snap.plan_id} v{snap.plan_version} · {rx}")
@@ -303,14 +329,18 @@ class TreatmentScreen(QWidget):
         self.pause_button.setEnabled(state is State.BEAM_ON)
         self.resume_button.setEnabled(state is State.PAUSED)
         self.stop_button.setEnabled(True)
-        self.record_button.setVisible(state in (State.COMPLETED, State.TERMINATED, State.FAULT)
-                                      and not snap.closing_segment)
-        if state is not self._last_state:
+        ended = state in (State.COMPLETED, State.TERMINATED, State.FAULT) and not snap.closing_segment
+        self.record_button.setVisible(ended)
+        for b in (self.arm_button, self.start_button, self.pause_button, self.resume_button):
+            b.setVisible(not ended or b.isEnabled())     # the delivery is over: the next step takes their place
+        changed = state is not self._last_state
+        if changed:
             if state in (State.TERMINATED, State.FAULT) and self._last_state is State.BEAM_ON \
                     and snap.termination is not None and snap.termination.value == "MACHINE":
-                self.reason_panel.ask("The machine stopped the treatment")
+                self._ask_reason("The machine stopped the treatment")
             if state is State.BEAM_ON:
                 self.stop_button.setFocus()
             self._last_state = state
-        if not self.message.text() or state is not self._last_state:
+        if not self.message.text() or changed:
             self.message.setText(snap.last_message)
+            self.message.setProperty("role", "info")
