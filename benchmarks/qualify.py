@@ -74,14 +74,16 @@ def run_evidence_tests() -> list[dict]:
                     if child.tag in ("failure", "error"):
                         outcome = "failed"
                     elif child.tag == "skipped":
-                        outcome = "skipped"
+                        outcome = "xfail" if "xfail" in (child.get("type", "") + child.get("message", "")) else "skipped"
                 results.setdefault(f"{file}::{name.split('[')[0]}", []).append(outcome)
                 results.setdefault(file, []).append(outcome)
     rows = []
     for claim, node in EVIDENCE_TESTS:
         outcomes = results.get(node, [])
-        result = ("PASS" if outcomes and all(o == "passed" for o in outcomes) else
-                  "NOT RUN" if not outcomes else "FAIL")
+        xfails = outcomes.count("xfail")
+        result = ("NOT RUN" if not outcomes else
+                  "FAIL" if any(o not in ("passed", "xfail") for o in outcomes) else
+                  "PASS" + (f", {xfails} known gap(s) marked xfail" if xfails else ""))
         rows.append({"claim": claim, "test": node, "result": result, "cases": len(outcomes)})
     return rows
 
@@ -118,7 +120,11 @@ def render(rows: list[dict], fuzz: dict, evidence: list[dict], meta: dict) -> st
         "",
         "Safety gaps this suite found (details per row below):",
         "",
-        *[f"- **{sid}**: {text}" for sid, text in KNOWN_GAPS.items()],
+        *[f"- **{', '.join(sid for sid, t in KNOWN_GAPS.items() if t == text)}**: {text}"
+          for text in dict.fromkeys(KNOWN_GAPS.values())],
+        "- **Delivery report** (rows 4a, 4b, 4c, 5 and others): when the unit ends the beam itself, the "
+        "DeliveryReport is emitted in the same poll before `_track_interlocks()` runs, so its `interlock_changes` "
+        "lacks the interlock that ended the delivery (the termination detail names the event).",
         "- **Link loss** (rows 1, 2d, 3): the record keeps the console's last IRM reading before the loss "
         "(segment `final_read=False`), 3–9 % below the unit's counter; nothing reconciles the record with the "
         "unit once the link is back, and the Supervisor has no reconnect command.",
@@ -142,8 +148,9 @@ def render(rows: list[dict], fuzz: dict, evidence: list[dict], meta: dict) -> st
         result = "PASS" if r["passed"] else ("FAIL (known gap)" if r["scenario"] in KNOWN_GAPS else "FAIL")
         if r["passed"] and r["gaps"]:
             result = "PASS, gap noted"
-        latency = (f"{_fmt(r['beam_off_latency_s'], '.3f')} s ({_fmt(r['latency_bound_s'], '.3f')} s: "
-                   f"{r['bound_basis']})" if r["beam_off_latency_s"] is not None else
+        latency = (f"{_fmt(r['beam_off_latency_s'], '.3f')} s ("
+                   + (f"{r['latency_bound_s']:.3f} s: " if r["latency_bound_s"] is not None else "no bound: ")
+                   + f"{r['bound_basis']})" if r["beam_off_latency_s"] is not None else
                    ("—" if not r["bound_basis"] else f"— ({r['bound_basis']})"))
         overshoot = "—" if r["max_overshoot_fraction"] is None else f"{r['max_overshoot_fraction'] * 100:+.2f} %"
         dose = f"{_fmt(r['delivered_first_gy'], '.3f')} / {_fmt(r['delivered_total_gy'], '.3f')} Gy"
@@ -237,10 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-evidence-tests", action="store_true", help="skip the hostile-input/security tests")
     parser.add_argument("--doc", default=str(DOC), help="where to write the evidence table ('-' for none)")
     parser.add_argument("--from-json", metavar="FILE", help="re-render the table from an earlier --json output")
+    parser.add_argument("--rerun-evidence", action="store_true", help="with --from-json: run the evidence tests again")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
     if args.from_json:
         earlier = json.loads(Path(args.from_json).read_text())
+        if args.rerun_evidence:
+            earlier["evidence"] = run_evidence_tests()
         Path(args.doc).write_text(render(earlier["rows"], earlier["fuzz"], earlier["evidence"], earlier["meta"]),
                                   encoding="utf-8")
         return 0 if earlier["passed"] else 1
@@ -281,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.doc).write_text(render(rows, fuzz, evidence, meta), encoding="utf-8")
     result = {"meta": meta, "rows": rows, "fuzz": fuzz, "evidence": evidence,
               "passed": all(r["passed"] for r in rows) and not any(v.get("problems") for v in fuzz.values())
-              and all(e["result"] == "PASS" for e in evidence)}
+              and all(e["result"].startswith("PASS") for e in evidence)}
     if args.json:
         sys.stdout.flush()
         os.dup2(real_stdout, 1)

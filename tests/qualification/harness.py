@@ -405,7 +405,8 @@ def check_record(row: Row, d: Delivery, device_irm_gy: float | None, *,
 def check_message(row: Row, d: Delivery, expect_interlock: str | tuple[str, ...] | None) -> None:
     """The console shows a specific message with what to do."""
     if expect_interlock is None:
-        row.console_message = d.messages_seen[-1] if d.messages_seen else ""
+        shown = [m for m in d.messages_seen if m != "supervisor stopped; beam off"]
+        row.console_message = shown[-1] if shown else ""
         return
     options = (expect_interlock,) if isinstance(expect_interlock, str) else expect_interlock
     expect_interlock = next((i for i in options if i in d.interlocks_seen), options[0])
