@@ -94,6 +94,30 @@ class BeamControls:
         # the service has no disarm: an armed treatment is ended with beam off (see docs/ui.md)
         return self._call(self.ctx.service.emergency_stop, urgent=True)
 
+    def reconnect(self):
+        return self._call(self.ctx.service.reconnect_devices, self.ctx.session)
+
+    def clear_latched(self, acknowledgement: str):
+        """Clear every latched interlock whose condition is gone, each with the person's acknowledgement;
+        the service checks who may clear which (a refusal says so)."""
+        service, session = self.ctx.service, self.ctx.session
+        snap = self.ctx.snapshot
+        ids = [s.id for s in (snap.interlocks if snap is not None else ()) if not s.condition_present]
+
+        def clear_all():
+            if not ids:
+                return _Result(False, "no latched interlock is ready to clear: remove its cause first")
+            reasons, ok = [], True
+            for iid in ids:
+                try:
+                    r = service.clear_interlock(session, iid, acknowledgement=acknowledgement)
+                except Exception as exc:
+                    r = _Result(False, refusal_text(exc))
+                ok = ok and r.ok
+                reasons.append(f"{iid.value}: {r.reason}")
+            return _Result(ok, "; ".join(reasons))
+        return self.ctx.submit(clear_all)
+
     def record_interruption_reason(self, reason: str) -> None:
         annotate = getattr(self.ctx.service, "annotate_interruption", None)
         log.warning("interruption reason given by %s: %s",

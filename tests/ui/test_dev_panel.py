@@ -93,3 +93,29 @@ def test_an_interlock_injected_during_beam_stops_it_with_the_alarm_in_words(inst
     assert session.termination_cause.value == "interlock"
     assert record.interruptions[-1].initiated_by == "interlock"
     assert 1.0 < session.dose_gy.secondary_irm_gy < 19.0
+
+
+def test_a_lost_link_is_reconnected_and_its_interlock_cleared_by_a_person_in_words(installation, console_factory,
+                                                                                   qtbot):
+    console = console_factory(installation)
+    w = console.window
+    steps.login(qtbot, console, THERAPIST)
+    steps.go(qtbot, console, "dev")
+    panel = w.screens["dev"]
+    steps.click(qtbot, panel.inject_buttons["silent"])
+    qtbot.waitUntil(lambda: not w.ctx.snapshot.link_ok, timeout=10000)
+    steps.click(qtbot, panel.clear_buttons["silent"])          # the cable is back; the console still says LOST
+    steps.go(qtbot, console, "treatment")
+    t = w.screens["treatment"]
+    qtbot.waitUntil(t.clear_row.isVisible, timeout=5000)
+    assert "LINK TO X-RAY UNIT LOST" in w.banner.text()
+    steps.click(qtbot, t.clear_button)
+    assert "write what you checked" in t.message.text(), "clearing needs the person's acknowledgement"
+    steps.click(qtbot, t.reconnect_button)
+    qtbot.waitUntil(lambda: t.message.text().startswith(("Reconnect: done", "Reconnect REFUSED")), timeout=15000)
+    assert t.message.text().startswith("Reconnect: done"), t.message.text()
+    steps.type_into(qtbot, t.clear_ack, "cable reseated, unit answers, beam was off")
+    steps.click(qtbot, t.clear_button)
+    qtbot.waitUntil(lambda: w.ctx.snapshot.link_ok, timeout=15000)
+    assert "LINK TO X-RAY UNIT LOST" not in w.banner.text()
+    qtbot.waitUntil(lambda: not t.clear_row.isVisible(), timeout=5000)

@@ -170,6 +170,21 @@ class TreatmentScreen(QWidget):
         mid.setSpacing(8)
         self.interlocks = InterlockList()
         mid.addWidget(self.interlocks)
+        # after a latched interlock or a lost link: reconnect, then a person clears it with what they checked
+        self.clear_row = QWidget()
+        row = QHBoxLayout(self.clear_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.clear_ack = QLineEdit(objectName="interlockAck")
+        self.clear_ack.setPlaceholderText("what you checked (required to clear)")
+        self.reconnect_button = make_button("Reconnect X-ray unit", name="reconnect")
+        self.clear_button = make_button("Clear latched interlocks", "warn", name="clearInterlocks")
+        row.addWidget(self.clear_ack, 1)
+        row.addWidget(self.reconnect_button)
+        row.addWidget(self.clear_button)
+        self.clear_row.hide()
+        mid.addWidget(self.clear_row)
+        self.reconnect_button.clicked.connect(lambda: self._send("reconnect", "Reconnect"))
+        self.clear_button.clicked.connect(self._clear_latched)
         self.message = make_label("", "info", wrap=True)
         self.message.setObjectName("treatmentMessage")
         mid.addWidget(self.message)
@@ -249,6 +264,15 @@ class TreatmentScreen(QWidget):
         if result.ok and ask_reason:
             self._ask_reason(ask_reason)
 
+    def _clear_latched(self) -> None:
+        ack = self.clear_ack.text().strip()
+        if not ack:
+            self.message.setText("Clear: write what you checked first (it goes into the record).")
+            return
+        future = self.controller.clear_latched(ack)
+        self.message.setText("Clear: sent, waiting for the supervisor…")
+        self.futures.when_done(future, lambda r: self._done("Clear", r, None))
+
     def _ask_reason(self, what: str) -> None:
         self.reason_panel.ask(what)
         self.middle_scroll.ensureWidgetVisible(self.reason_panel, 0, 0)
@@ -323,6 +347,9 @@ class TreatmentScreen(QWidget):
         else:
             self.plan_line.setText("No plan loaded")
         self.interlocks.show_interlocks(snap.interlocks)
+        latched = any(not i.condition_present for i in snap.interlocks) or not snap.link_ok
+        self.clear_row.setVisible(latched and hasattr(self.controller, "clear_latched")
+                                  and snap.state not in (State.BEAM_ON, State.ARMED))
         state = snap.state
         self.arm_button.setEnabled(self._arm_possible(state))
         self.start_button.setEnabled(state is State.ARMED)
