@@ -136,8 +136,6 @@ def render(rows: list[dict], fuzz: dict, evidence: list[dict], meta: dict) -> st
         "clear a fault or unplug/replug its port, and no fault that corrupts the IRM alone.",
         "- **UNIDOS link**: no checksum; see the fuzzing table for how often a mutated reply decodes to another "
         "value.",
-        "- **Configuration**: a quoted number (`k_out_window_fraction = \"0.03\"`) is accepted as a number "
-        "(pydantic lax mode); marked xfail in tests/qualification/test_hostile_input.py.",
         "",
         "## Fault injection and crash recovery",
         "",
@@ -217,11 +215,18 @@ def render(rows: list[dict], fuzz: dict, evidence: list[dict], meta: dict) -> st
         "- **Continuation.** `reset`: same unit after its latched fault is reset with an acknowledgement. `fresh`: "
         "the unit's fault cannot be cleared from outside a separate simulator process (no control channel), so the "
         "remainder runs on a new simulator process with the same source serial (the unit after service).",
-        "- **Crash scenarios (8, 12)** run the console in its own process (`tests/qualification/console_child.py`), "
-        "which prints every journal fsync; after SIGKILL the journal must hold at least every fsync'd byte and parse "
-        "without problems; the restarted console must find the treatment unfinished and read the unit's counters.",
-        "- The X-ray scenarios use the Supervisor level; the TreatmentService (records in the store, signatures) is "
-        "not yet driven by this suite (see the gaps in the report of issue 7).",
+        "- **Crash scenarios (8, 12).** Supervisor level: the console runs in its own process "
+        "(`tests/qualification/console_child.py`) and prints every journal fsync; after SIGKILL the journal must hold "
+        "at least every fsync'd byte and parse without problems, and the restarted console must find the treatment "
+        "unfinished and read the unit's counters. TreatmentService level (`-service` rows): `orconsole demo "
+        "--headless` (store, signed plan and approvals, checklist, record draft) is killed during beam on and "
+        "`orconsole demo --headless --recover` recovers, plans the continuation into the same record, delivers and "
+        "signs it; the record must verify and hold two sessions. Power loss kills the console, then the unit, "
+        "without waiting in between; the unit comes back with fresh counters.",
+        "- Rows 1–7, 10 and 11 qualify the Supervisor with the real driver; the record there is the journal and "
+        "the Supervisor's DeliveryReport (what the TreatmentService writes into the delivery record). Row 9 checks "
+        "the Supervisor's record-store interlock only; completing a record once the store is back is not yet "
+        "qualified.",
         "",
         "## What CI runs",
         "",
