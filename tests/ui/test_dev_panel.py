@@ -109,13 +109,16 @@ def test_a_lost_link_is_reconnected_and_its_interlock_cleared_by_a_person_in_wor
     t = w.screens["treatment"]
     qtbot.waitUntil(t.clear_row.isVisible, timeout=5000)
     assert "LINK TO X-RAY UNIT LOST" in w.banner.text()
-    steps.click(qtbot, t.clear_button)
-    assert "write what you checked" in t.message.text(), "clearing needs the person's acknowledgement"
     steps.click(qtbot, t.reconnect_button)
     qtbot.waitUntil(lambda: t.message.text().startswith(("Reconnect: done", "Reconnect REFUSED")), timeout=15000)
     assert t.message.text().startswith("Reconnect: done"), t.message.text()
+    qtbot.waitUntil(t.clear_button.isEnabled, timeout=10000)   # the link answers again: the latch can be cleared
+    steps.click(qtbot, t.clear_button)
+    assert "write what you checked" in t.message.text(), "clearing needs the person's acknowledgement"
     steps.type_into(qtbot, t.clear_ack, "cable reseated, unit answers, beam was off")
     steps.click(qtbot, t.clear_button)
+    qtbot.waitUntil(lambda: t.message.text().startswith(("Clear: done", "Clear REFUSED")), timeout=15000)
+    assert t.message.text().startswith("Clear: done"), t.message.text()
     qtbot.waitUntil(lambda: w.ctx.snapshot.link_ok, timeout=15000)
     assert "LINK TO X-RAY UNIT LOST" not in w.banner.text()
     qtbot.waitUntil(lambda: not t.clear_row.isVisible(), timeout=5000)

@@ -347,9 +347,10 @@ class TreatmentScreen(QWidget):
         else:
             self.plan_line.setText("No plan loaded")
         self.interlocks.show_interlocks(snap.interlocks)
-        latched = any(not i.condition_present for i in snap.interlocks) or not snap.link_ok
-        self.clear_row.setVisible(latched and hasattr(self.controller, "clear_latched")
+        clearable = any(not i.condition_present for i in snap.interlocks)
+        self.clear_row.setVisible((clearable or not snap.link_ok) and hasattr(self.controller, "clear_latched")
                                   and snap.state not in (State.BEAM_ON, State.ARMED))
+        self.clear_button.setEnabled(clearable)        # a cause still present cannot be cleared: remove it first
         state = snap.state
         self.arm_button.setEnabled(self._arm_possible(state))
         self.start_button.setEnabled(state is State.ARMED)
