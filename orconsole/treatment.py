@@ -232,7 +232,8 @@ class TreatmentService:
                  protocol: TrialProtocol | None = None, today: Callable[[], date] = date.today,
                  utc_now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
                  qa_policy: QaPolicy | None = None, software_version: str = __version__,
-                 room: str = "", warm_up_timeout_s: float = 120.0, command_timeout_s: float = 10.0) -> None:
+                 room: str = "", warm_up_timeout_s: float = 120.0, command_timeout_s: float = 10.0,
+                 realtime_priority: bool = False) -> None:
         self.store = store
         self.identity = identity
         self.config = config
@@ -250,6 +251,7 @@ class TreatmentService:
         self.room = room
         self.warm_up_timeout_s = warm_up_timeout_s
         self.command_timeout_s = command_timeout_s
+        self.realtime_priority = realtime_priority   # ask the OS for SCHED_FIFO for the supervisor thread
         self._book = RecordBook(store)
         self._qa_repo = StoreQaRepository(store)
         self._cal_repo = StoreCalibrationRepository(store)
@@ -394,7 +396,8 @@ class TreatmentService:
             qa_results=lambda: qa_results_for_planning(self._qa_repo, source_serial=serial, day=self._today(),
                                                        policy=self.qa_policy),
             calibration_problem=lambda: self._calibration_problem(serial),
-            record_store_available=self.store.writable, utc_now=self._utc_now, device_log_dir=self.journal_dir)
+            record_store_available=self.store.writable, utc_now=self._utc_now, device_log_dir=self.journal_dir,
+            realtime_priority=self.realtime_priority)
         self._treat_box = self.supervisor.subscribe()
         self._reports = self.supervisor.subscribe_reports()
         self.supervisor.start()

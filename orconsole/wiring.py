@@ -72,7 +72,8 @@ def build_treatment_service(args) -> ConsoleParts:
         identity = IdentityService(store, key)
         xrs, readout = XrsDriver(args.xrs), UnidosDriver(args.readout)
         service = TreatmentService(store=store, identity=identity, config=config, xrs=xrs, readout=readout,
-                                   journal_dir=journal_dir(), clock=MonotonicClock())
+                                   journal_dir=journal_dir(), clock=MonotonicClock(),
+                                   realtime_priority=True)  # granted with CAP_SYS_NICE; logged if refused
         try:
             service.connect_devices()
             service.start()
