@@ -87,6 +87,8 @@ class Snapshot:
     device_beam_on_time_s: float | None = None   # the unit's beam-on time since its last arm
     treatment_id: str | None = None
     closing_segment: bool = False   # beam off sent, waiting for HV to ramp down before the final IRM read
+    # a QA exposure (run_exclusive, e.g. the daily output check) owns the unit now: the beam may be on, STOP ends it
+    qa_exposure_running: bool = False
 
 
 # Record vocabulary of why irradiation stopped (the values of logs.records.TerminationCause).
@@ -173,6 +175,102 @@ class RecoveredReading:
         return self.irm_before_last_arm_gy + self.irm_since_last_arm_gy
 
 
+@dataclass(frozen=True)
+class ExclusiveResult(CommandResult):
+    """The end of a run_exclusive command: `value` is what the job returned, `error` what it raised (None
+    when it was refused before it started: `reason` says why)."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+
+class _ExclusiveJob:
+    """One run_exclusive request: `fn(xrs)` to run on the supervisor's thread, and how to cancel it from any
+    thread (`cancel` is the job's own thread-safe stop, e.g. OutputCheck.cancel)."""
+
+    def __init__(self, fn: Callable[[XraySource], Any], what: str, cancel: Callable[[], None] | None) -> None:
+        self.fn, self.what, self._cancel = fn, what, cancel
+        self.job_id = f"QA-{uuid.uuid4().hex[:12]}"
+        self.cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        if self._cancel is not None:
+            try:
+                self._cancel()
+            except Exception:  # noqa: BLE001 - the supervisor still switches the beam off after the job
+                log.exception("cancelling %s failed", self.what)
+
+
+class _ExclusiveXrs:
+    """The X-ray unit as a run_exclusive job sees it: the supervisor's own driver, callable only from the
+    supervisor's thread and only while the job runs; every status read is published as a snapshot (the
+    job's polls are the unit's heartbeat and the banner's news). Link management stays with the supervisor."""
+
+    _FORBIDDEN = ("connect", "reconnect", "close", "subscribe", "unsubscribe")
+
+    def __init__(self, supervisor: "Supervisor", what: str, cancelled: threading.Event | None = None) -> None:
+        self._sup, self._what = supervisor, what
+        self._cancelled = cancelled or threading.Event()
+        self._thread = threading.current_thread()
+        self._revoked = False
+        self._last_publish_s = -math.inf
+        self._last_status_s = -math.inf
+
+    def revoke(self) -> None:
+        self._revoked = True
+
+    def _check(self, name: str) -> None:
+        if self._revoked:
+            raise DeviceError(f"{self._what} ended: its access to the X-ray unit was withdrawn ({name} not sent)",
+                              device="xrs")
+        if threading.current_thread() is not self._thread:
+            raise DeviceError(f"{name} called from thread {threading.current_thread().name}: during {self._what} "
+                              "only the treatment supervisor's thread may call the X-ray unit", device="xrs")
+        if name in self._FORBIDDEN:
+            raise DeviceError(f"{self._what} may not {name} the X-ray unit: the treatment supervisor owns the link",
+                              device="xrs")
+
+    def status(self) -> XrsStatus:
+        self._check("status")
+        sup = self._sup
+        status = sup._xrs.status()
+        now_s = sup._clock.now_s()
+        sup._status, sup._last_good_status_s = status, now_s
+        self._last_status_s = now_s
+        if now_s - self._last_publish_s >= sup.config.link.status_poll_period_s * 0.9:
+            self._last_publish_s = now_s
+            sup._publish()
+        return status
+
+    def sleep(self, seconds: float) -> None:
+        """The job's wait (e.g. OutputCheck(sleep=...)): in slices of the supervisor's poll period, reading the
+        unit whenever no status was read for a period (heartbeat, snapshots at the usual rate, also while the
+        job only talks to the electrometer); returns early once the job was cancelled."""
+        self._check("sleep")
+        sup = self._sup
+        period_s = sup.config.link.status_poll_period_s
+        end_s = sup._clock.now_s() + max(0.0, seconds)
+        while not self._cancelled.is_set():
+            now_s = sup._clock.now_s()
+            if now_s - self._last_status_s >= period_s:
+                self.status()
+                now_s = sup._clock.now_s()
+            if now_s >= end_s:
+                return
+            self._cancelled.wait(min(end_s - now_s, max(0.0, self._last_status_s + period_s - now_s)) or 0.001)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._sup._xrs, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._check(name)
+            return attr(*args, **kwargs)
+        return call
+
+
 class SnapshotMailbox:
     """Latest-value hand-off to one subscriber (UI thread). Writing never blocks and never queues."""
 
@@ -226,6 +324,10 @@ class _UnopenedJournal:
 
 
 _BEAM_DEVICE_STATES = (XrsState.RAMP_UP, XrsState.BEAM_ON, XrsState.RAMP_DOWN)
+# run_exclusive: the states with no treatment armed, running, paused or awaiting a decision
+_EXCLUSIVE_STATES = (State.IDLE, State.PLAN_LOADED, State.APPROVED, State.COMPLETED, State.TERMINATED)
+# commands that cancel a running exclusive job (and then run); every other one is refused meanwhile
+_ENDS_EXCLUSIVE = frozenset({"stop", "emergency_stop", "shutdown"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,6 +430,11 @@ class Supervisor:
         self._last_message = readout.report if readout.unfinished or readout.problems else "ready for a plan"
         self._seq = 0
         self.overruns = 0
+        # run_exclusive: the job queued or running (set by submit, cleared on this thread when it ended)
+        self._exclusive_lock = threading.Lock()
+        self._exclusive: _ExclusiveJob | None = None
+        self._exclusive_running = False
+        self._reschedule_polls = False     # after a job that polled the unit itself: restart the poll schedule
 
     # -- public, thread-safe API --------------------------------------------------------------
 
@@ -346,6 +453,23 @@ class Supervisor:
 
     def submit(self, name: str, **kwargs: Any) -> Future:
         command = _Command(name, kwargs)
+        with self._exclusive_lock:
+            job = self._exclusive
+            if job is not None and name == "run_exclusive":
+                command.future.set_result(ExclusiveResult(
+                    False, f"{job.what} is already running on the X-ray unit: wait for it to end or cancel it",
+                    self.sm.state))
+                return command.future
+            if job is None and name == "run_exclusive" and not self._stopping:
+                self._exclusive = kwargs["job"]
+        if job is not None and name in _ENDS_EXCLUSIVE:
+            job.cancel()                   # thread-safe: the job sees it at its next poll and switches the beam off
+            command.kwargs = {**kwargs, "cancelled_exclusive": job.what} if name != "shutdown" else kwargs
+        elif job is not None:
+            command.future.set_result(CommandResult(
+                False, f"{job.what} is running on the X-ray unit: wait for it to end (or cancel it), then repeat",
+                self.sm.state))
+            return command.future
         if self._stopping:
             command.future.set_result(CommandResult(False, "the supervisor is shut down", self.sm.state))
         else:
@@ -387,6 +511,26 @@ class Supervisor:
     def clear_interlock(self, interlock: InterlockId, *, role: ClearRole, acknowledgement: str) -> Future:
         return self.submit("clear_interlock", interlock=interlock, role=role, acknowledgement=acknowledgement)
 
+    def run_exclusive(self, fn: Callable[[XraySource], Any], *, what: str = "a QA exposure",
+                      cancel: Callable[[], None] | None = None) -> Future:
+        """Run `fn(xrs)` as ONE command on the supervisor's thread (the daily output check): refused unless no
+        treatment is armed, running, paused or awaiting a decision (IDLE, PLAN_LOADED, APPROVED, COMPLETED,
+        TERMINATED) and the unit's beam is off. While it runs `fn` alone calls the unit (through a proxy valid
+        only on this thread and only until it returns) and must poll it itself (its status reads feed the
+        unit's watchdog and are published, with `qa_exposure_running`); every other command is refused, except
+        stop / emergency_stop / shutdown, which call `cancel` (thread-safe) and run once the job returned. The
+        beam is switched off after the job whatever it did. Future → ExclusiveResult (value or error)."""
+        return self.submit("run_exclusive", job=_ExclusiveJob(fn, what, cancel))
+
+    def cancel_exclusive(self) -> bool:
+        """Cancel a queued or running run_exclusive job from any thread (its beam goes off). False: none."""
+        with self._exclusive_lock:
+            job = self._exclusive
+        if job is None:
+            return False
+        job.cancel()
+        return True
+
     def start(self) -> "Supervisor":
         self._thread = threading.Thread(target=self._run, name="treatment-supervisor", daemon=True)
         self._thread.start()
@@ -426,6 +570,9 @@ class Supervisor:
                     command = None
                 if command is not None:
                     self._execute(command)
+                    if self._reschedule_polls:    # the job polled the unit itself: no poll was missed
+                        self._reschedule_polls = False
+                        start_s, k = self._clock.now_s(), 0
                     continue
             if wake_s < deadline_s:
                 spin_until = time.monotonic() + 0.002
@@ -1037,18 +1184,25 @@ class Supervisor:
                                   "check the unit's counter")
         self._maybe_emit_report()
 
-    def _cmd_stop(self) -> CommandResult:
+    def _cmd_stop(self, cancelled_exclusive: str | None = None) -> CommandResult:
         reason = self._guard(Event.STOP)
+        if reason and cancelled_exclusive:
+            self._beam_off_quietly(BeamOffReason.OPERATOR_STOP)
+            return self._result(True, f"stopped: {cancelled_exclusive} was cancelled and the beam switched off "
+                                      "(no QA result)")
         if reason:
             return self._result(False, reason)
         return self._end(Event.STOP, TerminationStatus.OPERATOR, "stopped by the operator",
                          BeamOffReason.OPERATOR_STOP)
 
-    def _cmd_emergency_stop(self) -> CommandResult:
+    def _cmd_emergency_stop(self, cancelled_exclusive: str | None = None) -> CommandResult:
         # the beam goes off whatever the state: the interlock latches even when there is no treatment
         self._beam_off_quietly(BeamOffReason.OPERATOR_STOP)
         self.interlocks.trip(InterlockId.EMERGENCY_STOP, now_s=self._clock.now_s(), detail="console e-stop")
         if self._guard(Event.EMERGENCY_STOP):
+            if cancelled_exclusive:
+                return self._result(True, f"emergency stop: {cancelled_exclusive} was cancelled and the beam "
+                                          "switched off (no QA result)")
             return self._result(True, "emergency stop: beam off; no treatment was armed or running")
         return self._end(Event.EMERGENCY_STOP, TerminationStatus.OPERATOR, "emergency stop at the console", None)
 
@@ -1105,6 +1259,68 @@ class Supervisor:
         if r.ok and interlock is InterlockId.JOURNAL_WRITE_FAILURE:
             pass  # the next journal write is the test; failing again trips it again
         return self._result(r.ok, r.reason)
+
+    # -- exclusive jobs (the daily output check) ------------------------------------------------------
+
+    def _exclusive_refusal(self) -> str:
+        """Why a QA exposure may not start now ('' = it may). Runs on this thread, reads the unit once."""
+        state = self.sm.state
+        if state not in _EXCLUSIVE_STATES:
+            return (f"the treatment is {state.value}: a QA exposure is possible only while no treatment is armed, "
+                    "running, paused or awaiting a decision; finish or resolve the treatment first")
+        if self._closing is not None or self._pending_report is not None:
+            return "the last delivery is still being closed (final dose reading after HV off): try again in a moment"
+        blocking = [self.interlocks.status(i) for i in (InterlockId.EMERGENCY_STOP, InterlockId.LINK_LOST,
+                                                        InterlockId.DEVICE_FAULT, InterlockId.JOURNAL_WRITE_FAILURE)
+                    if self.interlocks.is_active(i)]
+        if blocking:
+            return "; ".join(s.text for s in blocking) + ": resolve and clear it first"
+        try:
+            status = self._xrs.status()
+        except DeviceError as exc:
+            return f"the X-ray unit does not answer ({exc.message}): check the cable and the unit's power"
+        self._status = status
+        if status.hv_on or status.state in _BEAM_DEVICE_STATES or status.state is XrsState.ARMED:
+            return (f"the X-ray unit is {status.state.value}{' with HV on' if status.hv_on else ''}: wait until the "
+                    "beam is off and the unit is not armed")
+        return ""
+
+    def _cmd_run_exclusive(self, job: _ExclusiveJob) -> CommandResult:
+        try:
+            refusal = "it was cancelled before it started" if job.cancelled.is_set() else self._exclusive_refusal()
+            if refusal:
+                return ExclusiveResult(False, f"{job.what} not started: {refusal}", self.sm.state)
+            # journal first: no beam that is not recorded (a separate id; never a treatment to recover)
+            if not self._journal_or_trip(lambda: self._journal.append("qa_exposure_started", job.job_id,
+                                                                      what=job.what)):
+                return ExclusiveResult(False, f"{job.what} not started: "
+                                       + self.interlocks.status(InterlockId.JOURNAL_WRITE_FAILURE).text, self.sm.state)
+            proxy = _ExclusiveXrs(self, job.what, job.cancelled)
+            self._exclusive_running = True
+            self._last_message = f"{job.what} running: the beam may be on; STOP ends it"
+            self._publish()
+            value, error = None, None
+            try:
+                value = job.fn(proxy)
+            except Exception as exc:  # noqa: BLE001 - the job's failure is its result; the beam goes off below
+                error = exc
+            finally:
+                proxy.revoke()
+                self._exclusive_running = False
+                self._reschedule_polls = True
+                # whatever the job did: the beam is off when the unit is the supervisor's again
+                self._beam_off_quietly(BeamOffReason.OPERATOR_STOP if job.cancelled.is_set()
+                                       else BeamOffReason.QA_EXPOSURE_END)
+            ended = ("cancelled" if job.cancelled.is_set() else "failed" if error is not None else "completed")
+            self._journal_or_trip(lambda: self._journal.append("qa_exposure_ended", job.job_id, outcome=ended,
+                                                               detail=str(error) if error is not None else ""))
+            reason = (f"{job.what} {ended}: beam off" + (f" ({getattr(error, 'message', None) or error})"
+                                                        if error is not None else ""))
+            return ExclusiveResult(error is None, reason, self.sm.state, value=value, error=error)
+        finally:
+            with self._exclusive_lock:
+                if self._exclusive is job:
+                    self._exclusive = None
 
     # -- ending a delivery -------------------------------------------------------------------------
 
@@ -1269,7 +1485,7 @@ class Supervisor:
             termination=self._termination, overruns=self.overruns,
             applicator_cm=s.applicator_diameter_cm if s else None,
             device_beam_on_time_s=s.beam_on_time_s if s else None, treatment_id=self._treatment_id,
-            closing_segment=self._closing is not None)
+            closing_segment=self._closing is not None, qa_exposure_running=self._exclusive_running)
 
     def _publish(self) -> None:
         self._track_interlocks()

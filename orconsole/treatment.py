@@ -41,7 +41,9 @@ from orconsole.identity import IdentityService, Permission, PermissionDenied, Ro
 from orconsole.journal import read_journal
 from orconsole.models import (Approval, ApprovedPlan, ApproverRole, Cavity, DeliveryType, Patient, Plan, QaResult,
                               Refused, TrialProtocol)
-from orconsole.qa import QaPolicy, StoreQaRepository, qa_results_for_planning
+from orconsole.qa import (OutputCheck, OutputCheckRequest, QaIncomplete, QaPolicy, QaProgress, StoreQaRepository,
+                          qa_results_for_planning)
+from orconsole.qa_models import CalibrationRecord
 from orconsole.statemachine import State
 from orconsole.interlocks import ClearRole, InterlockId
 from orconsole.qa import output_check_gate
@@ -225,6 +227,12 @@ class TreatmentService:
 
     Every operation taking a `Session` checks its permission here (PermissionDenied, audited by the
     identity service) and writes an audit entry. Refusals raise WorkflowRefused / Refused with the reason.
+
+    Who calls which driver when: before `start()` the caller's thread connects both (`connect_devices`). From
+    `start()` on, the X-ray unit belongs to the Supervisor's thread (its polls and commands), and the
+    electrometer is used only by the daily output check, which `output_check_runner()` runs as one Supervisor
+    command (`run_exclusive`) on that same thread; the Supervisor itself never polls the electrometer. After
+    `close()` stopped the Supervisor, the caller's thread closes both.
     """
 
     def __init__(self, *, store: Store, identity: IdentityService, config: SiteConfig, xrs: XraySource,
@@ -858,6 +866,12 @@ class TreatmentService:
         self._changed(result.reason)
         return result
 
+    def output_check_runner(self, session_of: Callable[[], Session | None] | None = None) -> "OutputCheckRunner":
+        """The daily output check for screen 8 inside the console (docs/qa.md §9): an object with the
+        OutputCheckWorker interface whose checks run as ONE Supervisor command on its device thread.
+        `session_of()` gives the signed-in session at the moment a check is submitted (PERFORM_QA required)."""
+        return OutputCheckRunner(self, session_of)
+
     def wait_for_end(self, timeout_s: float) -> DeliveryOutcome:
         """Block the caller until the delivery ended and its session is in the record."""
         deadline = time.monotonic() + timeout_s
@@ -1159,3 +1173,112 @@ def _approval_ref(row) -> ApprovalRef:
     return ApprovalRef(meaning=row.meaning, printed_name=row.printed_name, role=row.role,
                        signer_user_id=row.signer_user_id, signed_utc=row.signed_utc, signature_id=row.sig_id,
                        signed_document_id=row.doc_id, signed_content_hash=row.content_hash)
+
+
+# --------------------------------------------------------------------------------------------
+# The daily output check inside the console: on the Supervisor's device thread
+# --------------------------------------------------------------------------------------------
+
+
+class OutputCheckRunner:
+    """`connect()` / `submit(request, calibration, on_progress=)` / `cancel()` as orconsole.qa.OutputCheckWorker,
+    for a console whose Supervisor owns the X-ray unit. Each check is one `Supervisor.run_exclusive` command:
+    refused while a treatment is armed, running, paused or awaiting a decision, or while the beam is on; it
+    calls the unit only through the Supervisor's proxy and the electrometer only from that thread. STOP
+    (`stop` / `emergency_stop`) and `cancel()` end it with the beam off and no result.
+
+    Never calls a driver from the caller's thread (connect() returns the identities read at start-up)."""
+
+    WHAT = "the daily output check"
+
+    def __init__(self, service: TreatmentService, session_of: Callable[[], Session | None] | None) -> None:
+        self._service = service
+        self._session_of = session_of
+        self._lock = threading.Lock()
+        self._check: OutputCheck | None = None
+        self._busy = False
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def connect(self) -> Future:
+        """Future → (XrsIdentity, ReadoutIdentity) as connected at start-up; fails with the reason when the
+        console has no electrometer. Sends nothing."""
+        future: Future = Future()
+        service = self._service
+        if service._xrs_identity is None:
+            future.set_exception(WorkflowRefused("the X-ray unit is not connected: check its cable and power, then "
+                                                 "restart the console"))
+        elif service._readout is None or service._readout_identity is None:
+            future.set_exception(WorkflowRefused(
+                "no electrometer is connected to this console: connect the electrometer, start the console with "
+                "it (--readout) and repeat; the output check needs its charge readings"))
+        else:
+            future.set_result((service._xrs_identity, service._readout_identity))
+        return future
+
+    def submit(self, request: OutputCheckRequest, calibration: CalibrationRecord, *,
+               on_progress: Callable[[QaProgress], None] | None = None) -> Future:
+        """Start one output check (Future → OutputCheckRecord, or QaIncomplete with the reason). Refused at once
+        (WorkflowRefused / PermissionDenied) without a physicist's session, without an electrometer, or while
+        a treatment holds the unit; the Supervisor checks the state again on its thread."""
+        service = self._service
+        session = self._session_of() if self._session_of is not None else None
+        if session is None:
+            raise WorkflowRefused("sign in as a medical physicist to run the output check")
+        service.identity.require(session, Permission.PERFORM_QA, "perform the daily output check")
+        if request.performed_by != session.username:
+            raise WorkflowRefused(f"the check would be recorded as performed by {request.performed_by!r}, but "
+                                  f"{session.username!r} is signed in: start it again from your own session")
+        xrs_id, readout_id = self.connect().result()
+        sup = service._require_supervisor()
+        snap = service._treat_box.latest() if service._treat_box is not None else None
+        if snap is not None and snap.state in (State.READY, State.ARMED, State.BEAM_ON, State.PAUSED, State.FAULT,
+                                               State.INTERRUPTED):
+            raise WorkflowRefused(f"the treatment is {snap.state.value}: the output check runs only while no "
+                                  "treatment is armed, running, paused or awaiting a decision")
+        service.store.audit(session.username, "qa output check requested", {
+            "source_serial": calibration.source_serial, "on": "treatment supervisor thread"})
+        with self._lock:
+            if self._busy:
+                raise WorkflowRefused("an output check is already running: wait for it to end or cancel it")
+            self._busy = True
+        readout = service._readout
+        # waits poll the unit at the Supervisor's rate (heartbeat, live snapshots) through its proxy
+        check = OutputCheck(xrs=None, readout=readout, calibration=calibration, policy=service.qa_policy,
+                            on_progress=on_progress, connect=False, xrs_identity=xrs_id,
+                            readout_identity=readout_id, today=service._today, sleep=lambda s: check.xrs.sleep(s))
+        self._check = check
+
+        def run_on_supervisor_thread(xrs):
+            check.xrs = xrs           # the Supervisor's proxy: this thread only, until the check returns
+            return check.run(request)
+
+        result: Future = Future()
+
+        def finished(done: Future) -> None:     # on the Supervisor's thread: cheap, no store or device I/O
+            with self._lock:
+                self._busy = False
+            try:
+                r = done.result()
+            except BaseException as exc:  # noqa: BLE001 - handed to the screen as the check's failure
+                result.set_exception(exc)
+                return
+            if r.ok:
+                result.set_result(getattr(r, "value", None))
+            elif getattr(r, "error", None) is not None:
+                result.set_exception(r.error)
+            else:
+                result.set_exception(QaIncomplete(r.reason))
+        sup.run_exclusive(run_on_supervisor_thread, what=self.WHAT, cancel=check.cancel).add_done_callback(finished)
+        return result
+
+    def cancel(self) -> None:
+        """From any thread: the check switches the beam off at its next poll (OPERATOR_STOP); no result."""
+        check = self._check
+        if check is not None:
+            check.cancel()
+        sup = self._service.supervisor
+        if sup is not None and self._busy:
+            sup.cancel_exclusive()

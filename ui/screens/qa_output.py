@@ -35,11 +35,13 @@ NO_DEVICE_THREAD = ("The output check cannot be started from this console yet: t
                     "console.")
 
 
-def _service_runner(service: Any):
-    """The treatment service's runner on its device thread, once the service offers one (docs/qa.md, 'Output
-    check in the console'): `service.output_check_runner()` → connect()/submit()/cancel() as OutputCheckWorker."""
+def _service_runner(ctx: Context):
+    """The treatment service's runner on its device thread (docs/qa.md, 'Output check in the console'):
+    `service.output_check_runner(session_of=)` → connect()/submit()/cancel() as OutputCheckWorker; the service
+    checks the signed-in session's permission when a check is submitted."""
+    service = ctx.service
     factory = getattr(service, "output_check_runner", None) if service is not None else None
-    return factory() if callable(factory) else None
+    return factory(session_of=lambda: ctx.session) if callable(factory) else None
 
 
 class OutputCheckScreen(QWidget):
@@ -52,7 +54,7 @@ class OutputCheckScreen(QWidget):
                  today=date.today, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
-        self.runner = runner if runner is not None else _service_runner(ctx.service)
+        self.runner = runner if runner is not None else _service_runner(ctx)
         config = getattr(ctx.service, "config", None)
         self.policy = policy or (QaPolicy.from_site(config) if config is not None else QaPolicy())
         self._today = today
