@@ -1358,6 +1358,7 @@ class Supervisor:
         pending = self._pending_report
         if pending is None or self._closing is not None or self._treatment_id is None or self.sm.plan is None:
             return
+        self._track_interlocks()   # the interlock that ended the beam is raised in this very step
         self._pending_report = None
         plan = self.sm.plan.plan
         self._delivered_by_plan_id[plan.plan_id] = max(self._delivered_by_plan_id.get(plan.plan_id, 0.0),

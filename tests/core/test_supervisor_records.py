@@ -3,7 +3,7 @@ read after HV has ramped down, a journal that cannot be opened leaves the consol
 active, and a unit that keeps irradiating after a lost beam off is switched off again."""
 from __future__ import annotations
 
-from drivers.hal import BeamOffCause, XrsState
+from drivers.hal import BeamOffCause, XrsInterlock, XrsState
 from orconsole.config import DeliveryConfig, SiteConfig
 from orconsole.interlocks import InterlockId
 from orconsole.models import ApprovedPlan
@@ -145,3 +145,16 @@ def test_reconnect_is_refused_during_beam_and_restores_the_link_otherwise(tmp_pa
     result = do(sup, "reconnect")
     assert result.ok and "clear the link-lost interlock" in result.reason
     assert sup.interlocks.is_active(InterlockId.LINK_LOST)        # latched until a person clears it
+
+
+def test_an_interlock_that_ends_the_beam_is_in_the_delivery_report(tmp_path):
+    sup, xrs, clock = make(tmp_path)
+    reports = sup.subscribe_reports()
+    start_beam(sup, approved())
+    run_for(sup, clock, 1.0)
+    xrs.interlocks |= XrsInterlock.EXTERNAL_INTERLOCK_OPEN      # the OR door chain opens during beam
+    run_for(sup, clock, 2.0)
+    assert sup.sm.state in (State.TERMINATED, State.FAULT)
+    report = reports.get_nowait()
+    raised = [c.interlock for c in report.interlock_changes if c.state == "raised"]
+    assert "device_interlock_open" in raised, report.interlock_changes
