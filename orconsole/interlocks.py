@@ -342,7 +342,10 @@ def beam_conditions(status: XrsStatus, *, config: SiteConfig, since_beam_start_s
     `primary_dose_gy`: console timer × planned rate for this delivery; `secondary_dose_gy`: the IRM's.
     """
     d = config.delivery
-    settled = since_beam_start_s >= d.ramp_up_s
+    # technique and dose rate mean something only while the unit irradiates at its setpoint: once the unit
+    # has switched HV off by itself (its fault or interlock), 0 kV / 0 µA would only raise duplicate alarms
+    irradiating = status.hv_on and status.state is XrsState.BEAM_ON
+    settled = since_beam_start_s >= d.ramp_up_s and irradiating
     kv_dev = abs(status.kv - d.nominal_kv) / d.nominal_kv
     ua_dev = abs(status.ua - d.nominal_ua) / d.nominal_ua
     kv_bad = settled and kv_dev > d.kv_tolerance_fraction + 1e-12

@@ -158,3 +158,14 @@ def test_an_interlock_that_ends_the_beam_is_in_the_delivery_report(tmp_path):
     report = reports.get_nowait()
     raised = [c.interlock for c in report.interlock_changes if c.state == "raised"]
     assert "device_interlock_open" in raised, report.interlock_changes
+
+
+def test_a_unit_that_stopped_itself_raises_only_its_own_interlock_not_technique_alarms(tmp_path):
+    sup, xrs, clock = make(tmp_path)
+    start_beam(sup, approved())
+    run_for(sup, clock, 1.0)
+    xrs.interlocks |= XrsInterlock.EXTERNAL_INTERLOCK_OPEN
+    run_for(sup, clock, 1.0)
+    active = {s.id.value for s in sup.interlocks.active()}
+    assert "device_interlock_open" in active
+    assert not active & {"kv_out_of_tolerance", "ua_out_of_tolerance", "dose_rate_out_of_tolerance"}, active
