@@ -3,7 +3,7 @@ read after HV has ramped down, a journal that cannot be opened leaves the consol
 active, and a unit that keeps irradiating after a lost beam off is switched off again."""
 from __future__ import annotations
 
-from drivers.hal import BeamOffCause, XrsInterlock, XrsState
+from drivers.hal import BeamOffCause, XrsFault, XrsInterlock, XrsState
 from orconsole.config import DeliveryConfig, SiteConfig
 from orconsole.interlocks import InterlockId
 from orconsole.models import ApprovedPlan
@@ -164,8 +164,8 @@ def test_a_unit_that_stopped_itself_raises_only_its_own_interlock_not_technique_
     sup, xrs, clock = make(tmp_path)
     start_beam(sup, approved())
     run_for(sup, clock, 1.0)
-    xrs.interlocks |= XrsInterlock.EXTERNAL_INTERLOCK_OPEN
+    xrs.faults |= XrsFault.INTERLOCK_OPENED     # the unit's own chain stops the beam: FAULT, 0 kV, 0 µA
     run_for(sup, clock, 1.0)
     active = {s.id.value for s in sup.interlocks.active()}
-    assert "device_interlock_open" in active
+    assert "device_fault" in active
     assert not active & {"kv_out_of_tolerance", "ua_out_of_tolerance", "dose_rate_out_of_tolerance"}, active
