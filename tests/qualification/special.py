@@ -35,7 +35,7 @@ def _finish(row: Row, started: float) -> Row:
     return row
 
 
-def _totals(row: Row, first_gy: float | None, second_gy: float | None) -> None:
+def _totals(row: Row, first_gy: float | None, second_gy: float | None, *, underdose_allowed_gy: float | None = None) -> None:
     row.delivered_first_gy = first_gy
     total = None if first_gy is None else first_gy + (second_gy or 0.0)
     row.delivered_total_gy = total
@@ -44,7 +44,11 @@ def _totals(row: Row, first_gy: float | None, second_gy: float | None) -> None:
     row.max_overshoot_fraction = round((total - PRESCRIPTION_GY) / PRESCRIPTION_GY, 5)
     row.check(total <= PRESCRIPTION_GY * (1 + OVERSHOOT_LIMIT_FRACTION),
               f"delivered {total:.4f} Gy exceeds 20 Gy by more than 0.5 %")
-    if second_gy is not None:
+    if second_gy is not None and underdose_allowed_gy is not None:
+        row.check(total >= PRESCRIPTION_GY - underdose_allowed_gy,
+                  f"treatment + continuation delivered {total:.3f} Gy: more under-dosed than the console's declared "
+                  f"margin of {underdose_allowed_gy:.3f} Gy")
+    elif second_gy is not None:
         row.check(abs(total - PRESCRIPTION_GY) <= CONTINUATION_TOTAL_TOLERANCE_FRACTION * PRESCRIPTION_GY,
                   f"treatment + continuation delivered {total:.3f} Gy, not 20 Gy ± 1 %")
 
@@ -531,11 +535,30 @@ def run_service_killed(*, seed: int = 1, applicator_cm: float = 3.0, power_loss:
         unit_second = sum(e["irm_dose_gy"] for e in cont_offs if e.get("backup_time_s", 1) and e["cause"] != "watchdog")
         row.continuation = (f"CONTINUATION delivered by the service: unit IRM {unit_second:.3f} Gy "
                             f"({len(cont_offs)} beam off event(s))")
-        first_gy = unit_first if unit_first is not None else journal_gy
         if power_loss:
-            row.notes.append(f"the unit's counters were lost with power; the journal's last progress ({journal_gy:.3f} "
-                             "Gy) is a lower bound of session 1")
-        _totals(row, first_gy, unit_second)
+            # the unit's counters died with it: estimate session 1 from the beam time before the kill at the planned
+            # rate (the unit's IRM follows it within 0.2 % in every other row)
+            rate_gy_per_s = first.plan.dose_to_deliver_gy / first.plan.treatment_time_s
+            first_gy = round((killed_at - on["host_rx_s"]) * rate_gy_per_s, 4)
+            last = out.get("delivered_dose_gy", {}).get("secondary_irm")
+            # what the record holds for session 1 (RecoveryInfo.delivered_dose_gy): total minus the continuation
+            assumed = (round(totals["secondary_irm"] - last, 4)
+                       if isinstance(last, (int, float)) and "secondary_irm" in totals else None)
+            row.notes.append(f"the unit's counters were lost with power: session 1 estimated from the beam time before "
+                             f"the kill, {first_gy:.3f} Gy (journal {journal_gy:.3f} Gy; the recovery assumed "
+                             f"{assumed} Gy)")
+            margin = (assumed - journal_gy) if isinstance(assumed, (int, float)) else 0.0
+            if assumed is not None and assumed < first_gy - 0.01:
+                row.failures.append(f"the recovery assumed {assumed:.3f} Gy for session 1, less than the ≈ {first_gy:.3f} "
+                                    "Gy delivered: the continuation over-doses")
+            elif margin > 0:
+                row.gaps.append(f"after a power loss the recovery assumes the journal's dose plus the most the beam "
+                                f"could have given unjournalled ({margin:.3f} Gy): safe (never an overdose), but the "
+                                f"patient is under-dosed by up to that much and the record's session 1 is an upper "
+                                "bound, not a measurement")
+            _totals(row, first_gy, unit_second, underdose_allowed_gy=max(margin, 0.0) + 0.005 * PRESCRIPTION_GY)
+        else:
+            _totals(row, unit_first, unit_second)
     except Exception as exc:  # noqa: BLE001
         row.failures.append(f"harness error: {type(exc).__name__}: {exc}")
     finally:
