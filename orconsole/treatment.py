@@ -858,6 +858,20 @@ class TreatmentService:
     def stop(self, session: Session, reason: str = "stopped by the operator") -> CommandResult:
         return self._beam_command(session, f"stop ({reason})", self.supervisor.stop)
 
+    def annotate_interruption(self, session: Session, reason: str) -> None:
+        """The reason a person typed after a pause, stop or machine stop (the beam was already off — asking
+        first would have delayed the stop). Written to the hash-chained audit trail with the record id, the
+        plan and the time, so the record's verification covers it. Never changes the beam state."""
+        text = (reason or "").strip()
+        if not text:
+            raise WorkflowRefused("write the reason for the interruption (what happened, who decided)")
+        snap = self._treat_box.latest() if self._treat_box is not None else None   # the published picture
+        self.store.audit(session.username, "interruption reason", {
+            "record_id": self._record_id, "plan_id": self._plan.plan_id if self._plan else None,
+            "treatment_id": snap.treatment_id if snap else None, "state": snap.state.value if snap else None,
+            "reason": text, "given_by": session.username})
+        self._changed(f"interruption reason noted: {text}")
+
     def emergency_stop(self) -> CommandResult:
         """No permission check: anyone at the console may stop the beam."""
         sup = self._require_supervisor()
