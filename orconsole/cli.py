@@ -73,6 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         from ui.app import run_console  # Qt is imported only here
 
         return run_console(args)
+    if args.command == "demo" and getattr(args, "headless", False) and getattr(args, "artifacts", None) \
+            and importlib.util.find_spec("ui.screenshots") is not None:
+        def mid_treatment_screenshot(service, path):  # Qt only here, in the composition root
+            from ui.screenshots import capture_treatment_screenshot
+
+            return capture_treatment_screenshot(service, path)
+
+        args.mid_treatment_screenshot = mid_treatment_screenshot
     return int(args.func(args) or 0)
 
 

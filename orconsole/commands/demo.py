@@ -112,7 +112,7 @@ def _emit(args, payload: dict[str, Any], code: int) -> int:
             print(f"demo: refused: {payload.get('reason')}", file=sys.stderr)
         else:
             for key in ("record_id", "termination", "planned_time_s", "beam_on_time_console_s", "beam_on_time_device_s",
-                        "delivered_dose_gy", "record_verified", "pdf", "credentials_file", "db"):
+                        "delivered_dose_gy", "record_verified", "pdf", "screenshot", "credentials_file", "db"):
                 if key in payload:
                     print(f"{key}: {payload[key]}")
     return code
@@ -182,9 +182,20 @@ def _treat(service, sessions, passwords, args, *, on_beam=None) -> Any:
     if on_beam:
         on_beam()
     paused = False
+    shot = getattr(args, "mid_treatment_screenshot", None)   # set by the composition root when Qt is there
     while True:
         snap = box.wait_for(lambda s: True, 0.2) or box.latest()
         _progress(_bar(snap))
+        if shot is not None and snap.state is State.BEAM_ON and snap.preset_s and \
+                snap.elapsed_s >= 0.4 * snap.preset_s:
+            path = _artifacts_dir(args) / "treatment-screen-mid-treatment.png"
+            try:
+                shot(snap, path)          # the Snapshot just published, never a command
+                args.screenshot_written = str(path)
+                _say(f"screenshot of the treatment screen mid-treatment: {path}")
+            except Exception as exc:  # a picture must never disturb a treatment
+                _say(f"the screenshot could not be written ({exc})")
+            shot = None
         if args.pause_after is not None and not paused and snap.state is State.BEAM_ON \
                 and snap.elapsed_s >= args.pause_after:
             r = service.pause(therapist, "demo: pause requested with --pause-after")
@@ -425,6 +436,8 @@ def _finish(service, store, sessions, passwords, args, payload, outcome, artifac
         payload["pdf_error"] = f"the PDF could not be written ({exc})"
     _say(f"record {record_id}: {record.completion}, signed by {therapist.full_name}, "
          f"{'verifies' if verdict.ok else 'DOES NOT VERIFY'}")
+    if getattr(args, "screenshot_written", None):
+        payload["screenshot"] = args.screenshot_written
     if "pdf" in payload:
         _say(f"PDF: {payload['pdf']}")
     ok = record.completion == "complete" and verdict.ok

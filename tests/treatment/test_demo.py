@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 from datetime import date, timedelta
 
 import pytest
@@ -44,6 +45,10 @@ def test_the_headless_demo_delivers_20_gy_on_both_channels_into_a_signed_verifia
     for key in ("planned_time_s", "beam_on_time_console_s", "beam_on_time_device_s", "delivered_dose_gy",
                 "termination", "interlocks", "record_id"):
         assert key in payload, key
+    # the treatment screen as it was mid-treatment, and the PDF report, next to the record
+    shot = Path(payload["screenshot"])
+    assert shot.parent == tmp_path / "out" and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Path(payload["pdf"]).read_bytes()[:5] == b"%PDF-"
     assert payload["termination"] == "NORMAL" and payload["interlocks"] == []
     dose = payload["delivered_dose_gy"]
     assert dose["primary_timer"] == pytest.approx(20.0, rel=0.005)
