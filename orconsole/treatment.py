@@ -858,6 +858,11 @@ class TreatmentService:
     def stop(self, session: Session, reason: str = "stopped by the operator") -> CommandResult:
         return self._beam_command(session, f"stop ({reason})", self.supervisor.stop)
 
+    def disarm(self, session: Session) -> CommandResult:
+        """Take back an arm before beam on: the unit drops its preset, the plan stays approved and ready.
+        (Anyone may instead press STOP / the emergency stop, which ends the treatment.)"""
+        return self._beam_command(session, "disarm", self._require_supervisor().disarm)
+
     def annotate_interruption(self, session: Session, reason: str) -> None:
         """The reason a person typed after a pause, stop or machine stop (the beam was already off — asking
         first would have delayed the stop). Written to the hash-chained audit trail with the record id, the

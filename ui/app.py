@@ -91,8 +91,10 @@ class BeamControls:
         return self._call(self.ctx.service.stop, session, urgent=True)
 
     def disarm(self):
-        # the service has no disarm: an armed treatment is ended with beam off (see docs/ui.md)
-        return self._call(self.ctx.service.emergency_stop, urgent=True)
+        session = self.ctx.session
+        if session is None:       # locked console: STOP ends it, as anyone may
+            return self._call(self.ctx.service.emergency_stop, urgent=True)
+        return self._call(self.ctx.service.disarm, session, urgent=True)
 
     def reconnect(self):
         return self._call(self.ctx.service.reconnect_devices, self.ctx.session)
