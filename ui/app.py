@@ -482,6 +482,9 @@ def run_console(args) -> int:
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setStyleSheet(theme.style_sheet())
+    from ui.gc_guard import GuiThreadGarbageCollector
+
+    GuiThreadGarbageCollector(app)   # Qt objects are only ever freed on this thread
     try:
         from orconsole.wiring import build_treatment_service  # the core's composition root for a console
     except ImportError:
