@@ -97,6 +97,47 @@ def _cell(text: str, limit: int = 220) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _observed_gaps(rows: list[dict]) -> list[str]:
+    """Summary bullets for gaps that rows of this run actually reported (never a stale claim)."""
+    def having(words: str) -> list[str]:
+        return [r["scenario"] for r in rows if any(words in g for g in r["gaps"])]
+    bullets = []
+    hit = having("interlock_changes lacks")
+    if hit:
+        bullets.append(f"- **Delivery report** (rows {', '.join(hit)}): when the unit ends the beam itself, the "
+                       "DeliveryReport is emitted before `_track_interlocks()` runs, so its `interlock_changes` lacks "
+                       "the interlock that ended the delivery (the termination detail names the event).")
+    hit = having("nothing reconciles the record")
+    if hit:
+        bullets.append(f"- **Link loss** (rows {', '.join(hit)}): the record keeps the console's last IRM reading "
+                       "before the loss (segment `final_read=False`), below the unit's counter; nothing reconciles the "
+                       "record with the unit once the link is back.")
+    hit = having("no command to reconnect")
+    if hit:
+        bullets.append(f"- **Reconnect** (rows {', '.join(hit)}): the Supervisor and the TreatmentService have no "
+                       "command to reconnect a lost link; plugging the adapter back needs a console restart.")
+    hit = having("did not complete: link declared lost")
+    if hit:
+        bullets.append(f"- **Retransmission** (rows {', '.join(hit)}): at a bit-error rate of 1e-3 the link is "
+                       "declared lost (0.5 s without a valid status) and the treatment ends safely instead of "
+                       "completing: a 60-byte status reply is corrupted with ≈ 40 % probability at that rate.")
+    hit = having("wall clock jumped")
+    if hit:
+        bullets.append(f"- **Wall clock** (rows {', '.join(hit)}): a ±1 h jump shifts the UTC stamps of the beam "
+                       "session and nothing flags it (monotonic timing is unaffected).")
+    hit = having("under-dosed by up to")
+    if hit:
+        bullets.append(f"- **Power loss** (rows {', '.join(hit)}): the unit's counters are lost; the TreatmentService "
+                       "assumes the journal's dose plus the most the beam could have given unjournalled — never an "
+                       "overdose, but an under-dose of up to that margin, and the record's session 1 is an upper "
+                       "bound, not a measurement.")
+    hit = having("record completion once the store is back")
+    if hit:
+        bullets.append(f"- **Record store** (rows {', '.join(hit)}): completing a record once the store is back "
+                       "is not yet qualified.")
+    return bullets
+
+
 def render(rows: list[dict], fuzz: dict, evidence: list[dict], meta: dict) -> str:
     from tests.qualification.matrix import KNOWN_GAPS, MATRIX
     ci = [e.id for e in MATRIX if e.ci]
@@ -122,13 +163,7 @@ def render(rows: list[dict], fuzz: dict, evidence: list[dict], meta: dict) -> st
         "",
         *[f"- **{', '.join(sid for sid, t in KNOWN_GAPS.items() if t == text)}**: {text}"
           for text in dict.fromkeys(KNOWN_GAPS.values())],
-        "- **Delivery report** (rows 4a, 4b, 4c, 5 and others): when the unit ends the beam itself, the "
-        "DeliveryReport is emitted in the same poll before `_track_interlocks()` runs, so its `interlock_changes` "
-        "lacks the interlock that ended the delivery (the termination detail names the event).",
-        "- **Link loss** (rows 1, 2d, 3): the record keeps the console's last IRM reading before the loss "
-        "(segment `final_read=False`), 3–9 % below the unit's counter; nothing reconciles the record with the "
-        "unit once the link is back, and the Supervisor has no reconnect command.",
-        "- **Wall clock** (row 11): a ±1 h jump shifts the UTC stamps of the beam session and nothing flags it.",
+        *_observed_gaps(rows),
         "- **Simulator** (`simulators/xrs_model.py` `_inject`): `param()` falls back to `value` for every "
         "parameter, so `orconsole-sim --fault output_drift:F@T` also sets `duration_s = F` — a negative F is "
         "refused (nothing injected) and a positive F becomes a step, not a drift. Rows 6b/6c therefore schedule "
