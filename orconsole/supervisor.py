@@ -161,6 +161,8 @@ class RecoveredReading:
     device_state: str | None
     detail: str
     elapsed_before_last_arm_s: float = 0.0   # console timer reading at the last beam on (journal)
+    journal_irm_gy: float = 0.0              # the journal's last progress entry (IRM dose)
+    unjournalled_bound_gy: float = 0.0       # the most the beam can have given after that entry
 
     @property
     def beam_on_time_s(self) -> float | None:
@@ -169,10 +171,28 @@ class RecoveredReading:
         return self.elapsed_before_last_arm_s + self.beam_on_time_since_last_arm_s
 
     @property
-    def delivered_gy(self) -> float | None:
+    def unit_counter_gy(self) -> float | None:
+        """What the unit's counters say was delivered (before the last arm, from the journal, plus since)."""
         if self.irm_since_last_arm_gy is None:
             return None
         return self.irm_before_last_arm_gy + self.irm_since_last_arm_gy
+
+    @property
+    def counters_reset(self) -> bool:
+        """The unit reports less than the journal already held: it lost its counters (power loss, reboot)."""
+        counter = self.unit_counter_gy
+        return counter is not None and counter < self.journal_irm_gy
+
+    @property
+    def delivered_gy(self) -> float | None:
+        """The figure a continuation may be planned on. Never below the journal: with reset counters it is the
+        journal's dose plus the most the beam could have given unjournalled (an under-dose, never an over-dose)."""
+        counter = self.unit_counter_gy
+        if counter is None:
+            return None
+        if self.counters_reset:
+            return self.journal_irm_gy + self.unjournalled_bound_gy
+        return counter
 
 
 @dataclass(frozen=True)
@@ -606,10 +626,15 @@ class Supervisor:
             result = self.sm.handle(Event.RECOVER, unfinished=self._unfinished[-1])
             self._treatment_id = self._unfinished[-1].treatment_id
             # read the unit's counters once: what it delivered since its last arm (it stopped by itself)
+            last = self._unfinished[-1]
+            rate_gy_per_s = last.primary_dose_gy / last.elapsed_s if last.elapsed_s > 0 else 0.0
+            unjournalled_s = ((self.config.delivery.journal_progress_interval_s + self.config.link.device_watchdog_s)
+                              if last.beam_was_on else 0.0)
+            guard = {"journal_irm_gy": last.irm_dose_gy, "unjournalled_bound_gy": rate_gy_per_s * unjournalled_s}
             try:
                 status = self._xrs.status()
                 self._status = status
-                self.recovered_reading = RecoveredReading(
+                self.recovered_reading = RecoveredReading(**guard,
                     irm_since_last_arm_gy=status.irm_dose_gy, beam_on_time_since_last_arm_s=status.beam_on_time_s,
                     irm_before_last_arm_gy=self._unfinished_irm_before_gy, device_state=status.state.value,
                     elapsed_before_last_arm_s=self._unfinished_elapsed_before_s,
@@ -617,7 +642,7 @@ class Supervisor:
                             f"beam since its last arm, state {status.state.value}, last beam off by "
                             f"{status.last_beam_off_cause.value}"))
             except DeviceError as exc:
-                self.recovered_reading = RecoveredReading(
+                self.recovered_reading = RecoveredReading(**guard,
                     irm_since_last_arm_gy=None, beam_on_time_since_last_arm_s=None,
                     irm_before_last_arm_gy=self._unfinished_irm_before_gy, device_state=None,
                     elapsed_before_last_arm_s=self._unfinished_elapsed_before_s,

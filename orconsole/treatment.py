@@ -1058,23 +1058,14 @@ class TreatmentService:
                 self._plan_doc_id, self._plan_doc_hash = plan_doc.doc_id, plan_doc.content_hash
                 self._approved = None
             self._record_id = record_id
-        delivered = reading.delivered_gy if reading is not None else None
-        device_gy = delivered
-        if delivered is not None and delivered < unfinished.irm_dose_gy:
-            # The unit reports less than the journal already held: its counters were reset (it lost power or
-            # rebooted with the console). Never plan on the smaller figure — an underestimated delivered dose is
-            # an overdose in the continuation. Take the journal's dose plus the most the beam could have given
-            # after the last journal entry (progress interval + the unit's watchdog, at the journalled rate).
-            rate_gy_per_s = unfinished.primary_dose_gy / unfinished.elapsed_s if unfinished.elapsed_s > 0 else 0.0
-            unjournalled_s = (self.config.delivery.journal_progress_interval_s
-                              + self.config.link.device_watchdog_s) if unfinished.beam_was_on else 0.0
-            bound_gy = unfinished.irm_dose_gy + rate_gy_per_s * unjournalled_s
-            reading_note = (f"the unit's counter ({delivered:.3f} Gy) is below the journal's {unfinished.irm_dose_gy:.3f} "
-                            f"Gy, so the unit lost its counters (power loss or reboot); the delivered dose is taken as "
-                            f"the journal's plus at most {unjournalled_s:.1f} s of beam = {bound_gy:.3f} Gy (the "
-                            "remainder may be slightly under-dosed, never over-dosed)")
-            delivered = bound_gy
-            reading = dataclasses.replace(reading, detail=f"{reading.detail}; {reading_note}")
+        delivered = reading.delivered_gy if reading is not None else None   # never below the journal
+        device_gy = reading.unit_counter_gy if reading is not None else None
+        if reading is not None and reading.counters_reset:
+            reading = dataclasses.replace(reading, detail=(
+                f"{reading.detail}; the unit's counter ({device_gy:.3f} Gy) is below the journal's "
+                f"{reading.journal_irm_gy:.3f} Gy, so the unit lost its counters (power loss or reboot): the "
+                f"delivered dose is taken as the journal's plus the most the beam could have given unjournalled, "
+                f"{delivered:.3f} Gy (the remainder may be slightly under-dosed, never over-dosed)"))
         message = (f"the console restarted during treatment {unfinished.treatment_id} (plan {unfinished.plan_id}): "
                    f"journal {unfinished.elapsed_s:.1f} s of {unfinished.preset_s:.1f} s, "
                    f"{unfinished.irm_dose_gy:.3f} Gy; "

@@ -3,6 +3,8 @@ read after HV has ramped down, a journal that cannot be opened leaves the consol
 active, and a unit that keeps irradiating after a lost beam off is switched off again."""
 from __future__ import annotations
 
+import pytest
+
 from drivers.hal import BeamOffCause, XrsFault, XrsInterlock, XrsState
 from orconsole.config import DeliveryConfig, SiteConfig
 from orconsole.interlocks import InterlockId
@@ -169,3 +171,17 @@ def test_a_unit_that_stopped_itself_raises_only_its_own_interlock_not_technique_
     active = {s.id.value for s in sup.interlocks.active()}
     assert "device_fault" in active
     assert not active & {"kv_out_of_tolerance", "ua_out_of_tolerance", "dose_rate_out_of_tolerance"}, active
+
+
+def test_a_unit_that_lost_its_counters_never_lowers_the_delivered_dose_below_the_journal():
+    from orconsole.supervisor import RecoveredReading
+
+    rebooted = RecoveredReading(irm_since_last_arm_gy=0.0, beam_on_time_since_last_arm_s=0.0,
+                                irm_before_last_arm_gy=0.0, device_state="standby", detail="",
+                                journal_irm_gy=8.1, unjournalled_bound_gy=0.03)
+    assert rebooted.counters_reset and rebooted.unit_counter_gy == 0.0
+    assert rebooted.delivered_gy == pytest.approx(8.13)          # journal + the most it could have missed
+    intact = RecoveredReading(irm_since_last_arm_gy=8.4, beam_on_time_since_last_arm_s=9.7,
+                              irm_before_last_arm_gy=0.0, device_state="ready", detail="",
+                              journal_irm_gy=8.1, unjournalled_bound_gy=0.03)
+    assert not intact.counters_reset and intact.delivered_gy == 8.4   # the unit's own counter when it has one
