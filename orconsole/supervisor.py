@@ -380,6 +380,7 @@ class Supervisor:
         self.interlocks = InterlockBank()
         self.sm = TreatmentStateMachine(clock, self.interlocks, resolution_s=self.config.planning.timer_resolution_s)
         self._utc_now = utc_now
+        self._utc_offset_s: float | None = None    # UTC − monotonic at the start of the open delivery
         try:
             readout = read_journal(journal_path)
         except OSError as exc:     # unreadable: the journal cannot be trusted or appended; the interlock says so
@@ -717,6 +718,7 @@ class Supervisor:
         self._last_good_status_s = now_s
         if self._treatment_id is not None:
             self._log_device("status", **_status_fields(status))
+        self._check_wall_clock(now_s)
         self._evaluate(status, now_s)
         self._try_finish_segment(status)
         self._publish()
@@ -1413,10 +1415,13 @@ class Supervisor:
 
     # -- the delivery's bookkeeping and raw device log ------------------------------------------------
 
+    WALL_CLOCK_JUMP_S = 2.0   # UTC moving this much against the monotonic clock is flagged in the record
+
     def _open_delivery(self, plan) -> None:
         self._segments, self._pauses, self._interlock_changes = [], [], []
         self._last_active_ids = {}
         self._track_interlocks()
+        self._utc_offset_s = self._utc_now().timestamp() - self._clock.now_s()
         self._device_log_hash = hashlib.sha256()
         self._device_log_path = self._device_log_dir / f"device-log-{self._treatment_id}.jsonl"
         try:
@@ -1451,6 +1456,23 @@ class Supervisor:
         self._device_log = None
         self._device_log_path = None
         return path, digest
+
+    def _check_wall_clock(self, now_s: float) -> None:
+        """Timing never uses the wall clock, but the record's UTC stamps do: a jump of the wall clock
+        against the monotonic clock during a delivery is flagged in the delivery report (and so in the
+        record's events), with its size, so nobody trusts the shifted stamps blindly."""
+        offset_s = self._utc_offset_s
+        if offset_s is None or self._treatment_id is None:
+            return
+        utc = self._utc_now()
+        jump_s = (utc.timestamp() - now_s) - offset_s
+        if abs(jump_s) >= self.WALL_CLOCK_JUMP_S:
+            self._interlock_changes.append(InterlockChange(
+                now_s, utc, "wall_clock_jump", "raised",
+                f"the wall clock moved {jump_s:+.1f} s against the monotonic clock: UTC stamps after this instant "
+                "are shifted by that much; beam timing is unaffected (monotonic)"))
+            log.warning("wall clock jumped %+.1f s during treatment %s", jump_s, self._treatment_id)
+            self._utc_offset_s = offset_s + jump_s
 
     def _track_interlocks(self) -> None:
         """Record interlocks raised and cleared while a delivery is open (for the delivery record)."""

@@ -185,3 +185,24 @@ def test_a_unit_that_lost_its_counters_never_lowers_the_delivered_dose_below_the
                               irm_before_last_arm_gy=0.0, device_state="ready", detail="",
                               journal_irm_gy=8.1, unjournalled_bound_gy=0.03)
     assert not intact.counters_reset and intact.delivered_gy == 8.4   # the unit's own counter when it has one
+
+
+def test_a_wall_clock_jump_during_beam_is_flagged_and_beam_timing_is_unaffected(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    clock = ManualClock(100.0)
+    jump = {"s": 0.0}
+    base = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
+    xrs = FakeXrs(clock, dose_rate_gy_per_s=20.0 / PLAN_TIME_S, serial=f.SERIAL)
+    sup = Supervisor(xrs, journal_path=tmp_path / "journal.jsonl", clock=clock, device_source_serial=f.SERIAL,
+                     config=CONFIG, today=lambda: f.TODAY, qa_results=lambda: [f.qa()],
+                     utc_now=lambda: base + timedelta(seconds=clock.now_s() + jump["s"]))
+    reports = sup.subscribe_reports()
+    start_beam(sup, approved())
+    run_for(sup, clock, 1.0)
+    jump["s"] = -3600.0                         # somebody sets the wall clock back one hour
+    run_for(sup, clock, PLAN_TIME_S + 3.0)
+    report = reports.get_nowait()
+    jumps = [c for c in report.interlock_changes if c.interlock == "wall_clock_jump"]
+    assert len(jumps) == 1 and "-3600.0 s" in jumps[0].detail
+    assert report.console_beam_on_s == pytest.approx(PLAN_TIME_S, abs=0.06)   # monotonic timing unaffected
