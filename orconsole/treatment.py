@@ -906,13 +906,22 @@ class TreatmentService:
             report = self._reports.get()
             if report is None:
                 return
-            try:
-                outcome = self._record_report(report)
-            except Exception as exc:  # noqa: BLE001 - the report must not be lost silently
-                log.exception("delivery report could not be recorded")
-                self._changed(f"the delivery could not be written to the record ({exc}): the journal and device log "
-                              f"{report.device_log_path} hold it; call service before closing the record")
-                outcome = None
+            outcome, delay_s = None, 0.5
+            while True:
+                try:
+                    outcome = self._record_report(report)
+                    break
+                except Exception as exc:  # noqa: BLE001 - the report must not be lost: retried until written
+                    log.exception("delivery report could not be recorded; retrying")
+                    self._changed(f"the record store is unavailable ({exc}): this delivery is safe in the journal and "
+                                  f"the device log {report.device_log_path}, and it is written to the record as soon "
+                                  "as the store answers again — do not close the record before that")
+                    if self._closing:
+                        break
+                    end_s = time.monotonic() + delay_s
+                    while time.monotonic() < end_s and not self._closing:
+                        time.sleep(0.1)
+                    delay_s = min(delay_s * 2, 5.0)
             with self._outcome_cond:
                 if outcome is not None:
                     self._outcomes.append(outcome)
@@ -932,6 +941,11 @@ class TreatmentService:
         holder: dict[str, int] = {}
 
         def change(record: DeliveryRecord) -> None:
+            written = next((x for x in record.sessions if report.device_log_sha256
+                            and x.raw_device_log_sha256 == report.device_log_sha256), None)
+            if written is not None:        # a retry after a store failure that came after the write itself
+                holder["index"] = written.index
+                return
             index = len(record.sessions) + 1
             holder["index"] = index
             record.sessions.append(BeamSession(
