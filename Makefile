@@ -43,14 +43,16 @@ demo-window: venv
 		--db "$$($(PY) -c 'import json,sys; print(json.load(open(sys.argv[1]))["db"])' $(OUT)/demo-state.json)"
 
 test: system-deps venv
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=20
 	@if [ -d tests/ui ]; then $(MAKE) --no-print-directory test-ui-xvfb; fi
 
 test-fast: venv
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
 
+# the widget-driven workflow again on a real X server (xcb) — the whole tests/ui already ran offscreen
 test-ui-xvfb: venv
-	QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1920x1080x24" $(PY) -m pytest -q -p no:cacheprovider tests/ui
+	QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1920x1080x24" $(PY) -m pytest -q -p no:cacheprovider \
+		tests/ui/test_workflow.py tests/ui/test_treatment_screen.py
 
 bench: venv
 	$(PY) -m benchmarks.link --json

@@ -39,7 +39,9 @@ def _fault(sid: str) -> Callable[..., Row]:
     return lambda *, seed=1, applicator_cm=3.0: run_fault(SCENARIOS[sid], seed=seed, applicator_cm=applicator_cm)
 
 
-CI_FAULTS = ("1-silent", "4a-hv-arc", "6a2-output-drop-constant-current", "7-channels-disagree")
+# the subset `make test` runs on every CI run (the whole matrix: python -m benchmarks.qualify, ~10 min);
+# link loss and SIGKILL are also covered by tests/conformance and the TreatmentService rows below
+CI_FAULTS = ("4a-hv-arc", "7-channels-disagree")
 
 MATRIX: list[Entry] = (
     [Entry(sid, _fault(sid), sid in CI_FAULTS, 3.0) for sid in SCENARIOS if sid < "3"]
