@@ -59,24 +59,32 @@ def one_qt_application():
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
-    # Cyclic garbage is collected on this (the GUI) thread only, between tests and on the GUI timer —
-    # a collection on a worker thread that frees a Qt object crashes the process (ui/gc_guard.py).
+    yield app
+
+
+@pytest.fixture(autouse=True)
+def qt_garbage_on_the_gui_thread(request):
+    """In widget tests, cyclic garbage is collected on this (the GUI) thread only: a collection that a
+    worker thread happens to trigger and that frees a Qt object crashes the process (ui/gc_guard.py).
+    Other tests keep Python's automatic collection (a collection per test would cost minutes)."""
+    if "qtbot" not in request.fixturenames:
+        yield
+        return
     from ui.gc_guard import GuiThreadGarbageCollector
 
-    collector = GuiThreadGarbageCollector(app)
-    yield app
+    gc.collect()
+    collector = GuiThreadGarbageCollector()
+    yield
     collector.stop()
 
 
 @pytest.fixture(autouse=True)
 def no_leftovers(request):
     """Fail the test if it leaves a thread, a pty or a child process behind (after a short grace)."""
-    gc.collect()   # garbage of earlier tests goes now, on this thread, not later on a worker thread
     threads_before = _live_threads()
     ptys_before = _open_ptys()
     children_before = _child_pids()
     yield
-    gc.collect()
     deadline = time.monotonic() + 2.0
     while True:
         threads = {t for t in _live_threads() - threads_before
