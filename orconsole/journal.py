@@ -24,6 +24,7 @@ PROGRESS = "progress"                      # elapsed, doses: at least every seco
 BEAM_OFF = "beam_off"
 TREATMENT_CLOSED = "treatment_closed"      # completed / terminated: the treatment is finished
 RECOVERY_ACKNOWLEDGED = "recovery_acknowledged"   # an unfinished treatment was taken over after restart
+IRM_RECONCILED = "irm_reconciled"          # a closed delivery's IRM dose settled after its link was lost
 
 CLOSING_KINDS = frozenset({TREATMENT_CLOSED, RECOVERY_ACKNOWLEDGED})
 

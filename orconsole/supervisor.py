@@ -29,7 +29,7 @@ from orconsole.config import SiteConfig
 from orconsole.dosecalc import todays_output_check
 from orconsole.interlocks import (REGISTRY, ClearRole, Effect, InterlockBank, InterlockId, InterlockStatus,
                                   beam_conditions, cumulative_dose_condition, device_conditions)
-from orconsole.journal import (BEAM_OFF, BEAM_ON, RECOVERY_ACKNOWLEDGED, Journal, JournalReadout, JournalWriteError,
+from orconsole.journal import (BEAM_OFF, BEAM_ON, IRM_RECONCILED, RECOVERY_ACKNOWLEDGED, Journal, JournalReadout, JournalWriteError,
                                read_journal)
 from orconsole.models import ApprovedPlan, QaResult, Refused
 from orconsole.statemachine import Event, State, TransitionResult, TreatmentStateMachine
@@ -149,6 +149,28 @@ class DeliveryReport:
     interlock_changes: tuple[InterlockChange, ...]
     device_log_path: str | None
     device_log_sha256: str
+
+    @property
+    def irm_read_after_beam_off(self) -> bool:
+        """False when the last segment's IRM could not be read once HV was off (the link was lost): the
+        secondary dose is then the last reading before the loss, a lower bound until an IrmReconciliation."""
+        return all(s.final_read for s in self.segments)
+
+
+@dataclass(frozen=True)
+class IrmReconciliation:
+    """The IRM dose of a delivery whose final IRM could not be read after beam off (link lost), settled later:
+    from the unit's counter once the link is back, or as a physicist read it at the unit. Published to the
+    report subscribers after the DeliveryReport it corrects (same treatment id and device log digest)."""
+
+    treatment_id: str
+    plan_id: str
+    device_log_sha256: str
+    recorded_gy: float              # the report's secondary dose: last IRM reading before the link was lost
+    reconciled_gy: float            # the delivery's IRM dose now (earlier segments + the last one settled)
+    unit_counter_gy: float | None   # the last segment's IRM as the unit's counter reports it (None: not read)
+    basis: str                      # where reconciled_gy comes from, in words
+    utc: datetime
 
 
 @dataclass(frozen=True)
@@ -444,6 +466,8 @@ class Supervisor:
         self._status: XrsStatus | None = None
         self._last_good_status_s: float | None = None
         self._segment_irm_before_gy = 0.0     # IRM dose of earlier segments (the unit resets it at each arm)
+        self._arm_irm_limit_gy = 0.0          # the IRM limit the unit was armed with (its own hard stop)
+        self._unreconciled: dict[str, Any] | None = None   # delivery whose final IRM read was lost with the link
         self._segment_start_s: float | None = None
         self._rate_window: list[tuple[float, float]] = []   # (unit time, total IRM dose) over ~1 s
         self._last_journal_s = -math.inf
@@ -517,6 +541,14 @@ class Supervisor:
         """Re-open the link to the unit after a loss (never during beam); the link-lost interlock stays latched
         until a person clears it."""
         return self.submit("reconnect")
+    def enter_unit_irm(self, *, unit_irm_gy: float, entered_by: str) -> Future:
+        """Settle the IRM dose of a delivery that ended with the link lost, as read at the unit (when the
+        link cannot be restored). Refused below the console's last reading or above the unit's IRM limit."""
+        return self.submit("enter_unit_irm", unit_irm_gy=unit_irm_gy, entered_by=entered_by)
+    @property
+    def irm_unreconciled(self) -> bool:
+        """A delivery's IRM dose waits for the unit's counter (thread-safe read of one reference)."""
+        return self._unreconciled is not None
     def reset_device_fault(self, *, acknowledgement: str) -> Future:
         """Reset the unit's latched fault with a person's written acknowledgement (never automatic)."""
         return self.submit("reset_device_fault", acknowledgement=acknowledgement)
@@ -952,8 +984,9 @@ class Supervisor:
                                  detail=f"reconnected to {identity.serial_number}, expected {self._serial}")
             return self._result(False, f"reconnected to source {identity.serial_number}, not {self._serial}: connect "
                                        "the planned source")
+        settled = self._reconcile_from_unit()
         return self._result(True, f"link to X-ray unit {identity.serial_number} restored: confirm at the unit that the "
-                                  "beam is off, then clear the link-lost interlock")
+                                  f"beam is off, then clear the link-lost interlock{settled}")
 
     def _cmd_reset_device_fault(self, acknowledgement: str) -> CommandResult:
         if not acknowledgement or not acknowledgement.strip():
@@ -1059,12 +1092,13 @@ class Supervisor:
         if cum.present:
             return self.interlocks.status(cum.interlock).text
         d = self.config.delivery
+        irm_limit_gy = remaining_gy * (1 + d.irm_limit_margin_fraction)
         try:
             self._xrs.arm(backup_time_s=round(remaining_s * (1 + d.backup_timer_margin_fraction), 1),
-                          irm_limit_gy=remaining_gy * (1 + d.irm_limit_margin_fraction),
-                          plan_hash=bytes.fromhex(plan.content_hash))
+                          irm_limit_gy=irm_limit_gy, plan_hash=bytes.fromhex(plan.content_hash))
         except DeviceError as exc:
             return f"the X-ray unit refused to arm: {exc.message}"
+        self._arm_irm_limit_gy = irm_limit_gy
         return ""
 
     def _cmd_arm(self) -> CommandResult:
@@ -1074,6 +1108,12 @@ class Supervisor:
         reason = self._guard(Event.ARM)
         if reason:
             return self._result(False, reason)
+        u = self._unreconciled
+        if u is not None:    # arming resets the unit's IRM counter: the evidence of the last beam would be gone
+            return self._result(False, (
+                f"the IRM dose of treatment {u['treatment_id']} is not settled (the link was lost before its final "
+                f"reading; last reading {u['recorded_gy']:.4f} Gy): reconnect the X-ray unit so the console reads "
+                "its counter, or a physicist enters the dose the unit shows, before the next arm"))
         refusal = self._arm_device()
         if refusal:
             return self._result(False, refusal)
@@ -1408,10 +1448,86 @@ class Supervisor:
             console_beam_on_s=sum(x.console_beam_on_s for x in self._segments),
             device_beam_on_s=sum(x.device_beam_on_s for x in self._segments), pauses=tuple(self._pauses),
             interlock_changes=tuple(self._interlock_changes), device_log_path=log_path, device_log_sha256=digest)
+        if not report.irm_read_after_beam_off:
+            last = self._segments[-1]
+            rate_max_gy_per_s = rate * (1 + self.config.delivery.dose_rate_tolerance_fraction)
+            good_s = self._last_good_status_s if self._last_good_status_s is not None else last.start_mono_s
+            # HV can have stayed on after the last good reading at most until the unit's watchdog expired, which
+            # counts from the last valid frame it got: no later than the moment the link was declared lost
+            unread_s = max(0.0, last.stop_mono_s - good_s) + self.config.link.device_watchdog_s
+            self._unreconciled = {
+                "treatment_id": tid, "plan_id": plan.plan_id, "digest": digest,
+                "previous_gy": plan.previously_delivered_gy, "recorded_gy": self._segment_irm_before_gy,
+                "before_gy": self._segment_irm_before_gy - last.irm_dose_gy, "last_gy": last.irm_dose_gy,
+                "last_device_s": last.device_beam_on_s, "limit_gy": self._arm_irm_limit_gy,
+                "bound_gy": min(last.irm_dose_gy + rate_max_gy_per_s * unread_s,
+                                max(self._arm_irm_limit_gy, last.irm_dose_gy))}
+        self._publish_report(report)
+
+    def _publish_report(self, report: "DeliveryReport | IrmReconciliation") -> None:
         with self._mail_lock:
             queues = list(self._reports)
         for q in queues:
             q.put(report)
+
+    # -- settling the IRM dose of a delivery whose final reading was lost with the link -----------------
+
+    def _reconcile_from_unit(self) -> str:
+        """After a reconnect: read the unit's counter for the delivery that ended with the link lost. The unit
+        keeps its IRM dose until the next arm. Returns what happened (for the operator's message)."""
+        u = self._unreconciled
+        if u is None:
+            return ""
+        status = self._read_status_quietly()
+        if status is None:
+            return ("; the unit's IRM counter could not be read yet: it is read at the next reconnect, or a "
+                    "physicist enters the value shown at the unit")
+        if status.hv_on or status.state in _BEAM_DEVICE_STATES:
+            return "; the unit reports HV on: its IRM counter is read once HV is off"
+        counter_gy = status.irm_dose_gy
+        if status.armed_plan_hash is not None or counter_gy < u["last_gy"] - 1e-6 or status.beam_on_time_s < u["last_device_s"] - 1e-3:
+            # the unit lost or restarted its counters (reboot, power cycle, new arm): the most the beam can have
+            # given is the honest figure, never the lower last reading (a continuation planned on it over-doses)
+            return "; " + self._settle(u, u["bound_gy"], None, (
+                f"upper bound: the unit's counter ({counter_gy:.4f} Gy) was reset after the link loss; the last "
+                f"reading {u['last_gy']:.4f} Gy plus the most the beam could give until the unit's watchdog "
+                "stopped it"))
+        return "; " + self._settle(u, counter_gy, counter_gy, "the unit's IRM counter, read after the link was restored")
+
+    def _settle(self, u: dict[str, Any], segment_gy: float, counter_gy: float | None, basis: str) -> str:
+        reconciled_gy = u["before_gy"] + segment_gy
+        tid = u["treatment_id"]
+        if not self._journal_or_trip(lambda: self._journal.append(
+                IRM_RECONCILED, tid, irm_dose_gy=reconciled_gy, recorded_irm_dose_gy=u["recorded_gy"], basis=basis)):
+            return ("the reconciled IRM dose could not be journalled: "
+                    + self.interlocks.status(InterlockId.JOURNAL_WRITE_FAILURE).text)
+        self._delivered_by_plan_id[u["plan_id"]] = max(self._delivered_by_plan_id.get(u["plan_id"], 0.0),
+                                                       u["previous_gy"] + reconciled_gy)
+        self._unreconciled = None
+        self._publish_report(IrmReconciliation(
+            treatment_id=tid, plan_id=u["plan_id"], device_log_sha256=u["digest"], recorded_gy=u["recorded_gy"],
+            reconciled_gy=reconciled_gy, unit_counter_gy=counter_gy, basis=basis, utc=self._utc_now()))
+        return (f"the IRM dose of treatment {tid} is settled at {reconciled_gy:.4f} Gy ({basis}; the last reading "
+                f"before the link loss was {u['recorded_gy']:.4f} Gy): the record is updated")
+
+    def _cmd_enter_unit_irm(self, unit_irm_gy: float, entered_by: str) -> CommandResult:
+        u = self._unreconciled
+        if u is None:
+            return self._result(False, "no delivery waits for its IRM dose: nothing to enter")
+        if not (isinstance(unit_irm_gy, (int, float)) and not isinstance(unit_irm_gy, bool)
+                and math.isfinite(unit_irm_gy)):
+            return self._result(False, f"{unit_irm_gy!r} is not a dose in Gy: enter the IRM dose the unit shows")
+        if unit_irm_gy < u["last_gy"] - 1e-6:
+            return self._result(False, (
+                f"{unit_irm_gy:.4f} Gy is below the console's last reading of this beam ({u['last_gy']:.4f} Gy): the "
+                "unit's counter cannot be lower; enter the IRM dose of the interrupted beam as the unit shows it"))
+        if unit_irm_gy > u["limit_gy"] + 1e-6:
+            return self._result(False, (
+                f"{unit_irm_gy:.4f} Gy is above the IRM limit the unit was armed with ({u['limit_gy']:.4f} Gy), "
+                "which stops its beam: check the reading (the last beam's dose, not a total)"))
+        who = (entered_by or "").strip() or "a physicist"
+        return self._result(True, self._settle(u, float(unit_irm_gy), float(unit_irm_gy),
+                                               f"read at the unit and entered by {who}"))
 
     # -- the delivery's bookkeeping and raw device log ------------------------------------------------
 
@@ -1574,6 +1690,8 @@ def _delivered_by_plan_id(entries) -> dict[str, float]:
                 total = previous + float(data.get("irm_dose_gy", 0.0))
             elif e.get("kind") == RECOVERY_ACKNOWLEDGED:      # the dose of the interrupted delivery
                 total = previous + float(data.get("delivered_dose_gy", 0.0))
+            elif e.get("kind") == IRM_RECONCILED:             # settled after a link loss
+                total = previous + float(data.get("irm_dose_gy", 0.0))
             else:
                 continue
         except (TypeError, ValueError):

@@ -52,6 +52,7 @@ class FakeXrs:
         self._t_on = None
         self.cause = cause
         self.armed = None
+        self.plan_hash = None          # every beam off consumes the arm (as the unit does)
 
     def _check_link(self) -> None:
         if self.link_down:

@@ -28,7 +28,7 @@ from orconsole.journal import read_journal
 from orconsole.models import (ApplicatorDoseRate, Approval, ApprovedPlan, ApproverRole, Cavity, Patient, QaOutcome,
                               QaResult, SourceCalibration, TrialProtocol)
 from orconsole.statemachine import State
-from orconsole.supervisor import DeliveryReport, Snapshot, Supervisor
+from orconsole.supervisor import DeliveryReport, IrmReconciliation, Snapshot, Supervisor
 from simulators.clock import MonotonicClock
 from simulators.launcher import SimulatorProcess
 from simulators.sources import load_source
@@ -223,14 +223,21 @@ class Delivery:
     messages_seen: list[str]
     overruns: int
     utc_jumps_seen: list[str] = field(default_factory=list)
+    reconciliation: IrmReconciliation | None = None   # the IRM dose settled after a link loss
+    reconcile_messages: list[str] = field(default_factory=list)
 
 
 def deliver(xrs: XrsDriver, approved: ApprovedPlan, journal_path: Path, *, config: SiteConfig, serial: str,
             end_timeout_s: float, utc_now: Callable[[], datetime] | None = None,
             on_beam: Callable[[Supervisor], None] | None = None,
-            store_available: Callable[[], bool] = lambda: True) -> Delivery:
+            store_available: Callable[[], bool] = lambda: True,
+            unit_reading: Callable[[], float | None] | None = None) -> Delivery:
     """Load, approve, verify, arm and switch on; wait for the end; return what the console showed and
-    recorded. `on_beam(supervisor)` runs once the beam is on (a stalled consumer, for instance)."""
+    recorded. `on_beam(supervisor)` runs once the beam is on (a stalled consumer, for instance).
+
+    When the link was lost before the final IRM reading, the operator's next steps are played: Reconnect
+    through the Supervisor (the unit's counter settles the dose) and, when the link stays down, a physicist
+    enters `unit_reading()` — the IRM dose the unit shows (its beam_off report)."""
     kwargs = {} if utc_now is None else {"utc_now": utc_now}
     sup = Supervisor(xrs, journal_path=journal_path, clock=MonotonicClock(), device_source_serial=serial,
                      config=config, today=date.today, qa_results=lambda: [qa_result(serial)],
@@ -258,6 +265,8 @@ def deliver(xrs: XrsDriver, approved: ApprovedPlan, journal_path: Path, *, confi
     watcher = threading.Thread(target=watch, name="qual-watch", daemon=True)
     final = None
     report = None
+    reconciliation: IrmReconciliation | None = None
+    reconcile_messages: list[str] = []
     sup.start()
     watcher.start()
     try:
@@ -281,6 +290,8 @@ def deliver(xrs: XrsDriver, approved: ApprovedPlan, journal_path: Path, *, confi
             except queue.Empty:
                 report = None
             final = box.latest() if final is None else final
+            if report is not None and not report.irm_read_after_beam_off:
+                reconciliation = _settle_irm(sup, reports, unit_reading, reconcile_messages)
     finally:
         sup.close()
         stop.set()
@@ -290,7 +301,29 @@ def deliver(xrs: XrsDriver, approved: ApprovedPlan, journal_path: Path, *, confi
             seen.setdefault(st.id.value, st.text)
     entries = read_journal(journal_path).entries
     return Delivery(final=final, report=report, journal_entries=entries, interlocks_seen=seen,
-                    messages_seen=messages, overruns=sup.overruns)
+                    messages_seen=messages, overruns=sup.overruns, reconciliation=reconciliation,
+                    reconcile_messages=reconcile_messages)
+
+
+def _settle_irm(sup: Supervisor, reports: queue.Queue, unit_reading: Callable[[], float | None] | None,
+                messages: list[str]) -> IrmReconciliation | None:
+    """Reconnect (twice, as an operator would), else enter the value read at the unit; return the settlement."""
+    for _ in range(2):
+        result = sup.reconnect().result(timeout=10)
+        messages.append(f"reconnect: {result.reason}")
+        if result.ok and not sup.irm_unreconciled:
+            break
+        time.sleep(0.5)
+    if sup.irm_unreconciled and unit_reading is not None:
+        value = unit_reading()
+        if value is not None:
+            result = sup.enter_unit_irm(unit_irm_gy=value, entered_by="qualification physicist").result(timeout=10)
+            messages.append(f"entered at the unit's reading {value:.4f} Gy: {result.reason}")
+    try:
+        item = reports.get(timeout=2.0)
+    except queue.Empty:
+        return None
+    return item if isinstance(item, IrmReconciliation) else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,11 +412,21 @@ def check_record(row: Row, d: Delivery, device_irm_gy: float | None, *,
         if deviation > RECORD_HARDWARE_AGREEMENT_FRACTION and abs(r.secondary_dose_gy - device_irm_gy) >= 0.01:
             text = (f"recorded secondary {r.secondary_dose_gy:.4f} Gy differs from the unit's counter "
                     f"{device_irm_gy:.4f} Gy by {deviation:.2%} (> 0.5 %)")
-            if any(not s.final_read for s in r.segments):
-                row.gaps.append(text + "; the segment is marked final_read=False (link lost), but nothing "
-                                "reconciles the record with the unit's counter once the link is back")
-            else:
+            if r.irm_read_after_beam_off:
                 row.failures.append(text)
+            else:
+                row.notes.append(text + " in the DeliveryReport (final IRM read lost with the link): settled below")
+    if not r.irm_read_after_beam_off:
+        rec = d.reconciliation
+        if row.check(rec is not None, "the IRM dose of a delivery that ended with the link lost was never settled "
+                                      f"(reconnect / entry at the unit): {d.reconcile_messages}"):
+            row.notes.append(f"IRM settled at {rec.reconciled_gy:.4f} Gy ({rec.basis}); last reading before the "
+                             f"loss {rec.recorded_gy:.4f} Gy")
+            if device_irm_gy is not None and device_irm_gy > 0:
+                off = abs(rec.reconciled_gy - device_irm_gy)
+                row.check(off <= max(RECORD_HARDWARE_AGREEMENT_FRACTION * device_irm_gy, 0.01),
+                          f"settled IRM {rec.reconciled_gy:.4f} Gy differs from the unit's counter "
+                          f"{device_irm_gy:.4f} Gy by {off:.4f} Gy")
     if expect_interlock:
         raised = {c.interlock for c in r.interlock_changes if c.state == "raised"}
         shown = d.interlocks_seen.get(expect_interlock, "")

@@ -115,6 +115,12 @@ def _device_counter(xrs) -> float | None:
         return None
 
 
+def unit_display(sim) -> float | None:
+    """The IRM dose the unit shows for its last beam (its beam_off report): what a physicist reads at the unit."""
+    offs = sim.of("beam_off")
+    return offs[-1]["irm_dose_gy"] if offs else None
+
+
 def read_back(xrs, sim) -> tuple[float | None, str]:
     """The unit's IRM counter after the session: over the link (reconnecting once if it was lost), else the
     unit's own beam_off report (the figure a physicist reads at the unit)."""
@@ -193,7 +199,8 @@ def run_fault(scenario: Scenario, *, seed: int = 1, applicator_cm: float = 3.0, 
     xrs = None
     try:
         xrs = ready_driver(sim.xrs_port)
-        d = deliver(xrs, first, workdir / "journal.jsonl", config=CONFIG, serial=SERIAL, end_timeout_s=preset_s + 15)
+        d = deliver(xrs, first, workdir / "journal.jsonl", config=CONFIG, serial=SERIAL, end_timeout_s=preset_s + 15,
+                    unit_reading=lambda: unit_display(sim))
         stats = xrs.link_stats()
         injected = device_fault_event(sim, kind, timeout_s=1.0)
         row.check(injected is not None, f"orconsole-sim did not report injecting {scenario.fault}")
