@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import platformdirs
 from sqlalchemy import Connection, create_engine, event, func, insert, select, text, update
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from logs import tables as t
 from logs.audit import GENESIS_HASH, AuditEntry, ChainVerdict, entry_hash, verify_chain
@@ -33,6 +33,15 @@ class StoreError(RuntimeError):
 
 class DocumentNotFound(StoreError):
     pass
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached (server stopped, network down, connection lost).
+    Raised in place of the driver's connection error, so that every `except StoreError` sees an outage."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class ImmutableDocument(StoreError):
@@ -190,6 +199,7 @@ class Store:
             self.engine = create_engine(self.url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
         else:
             raise StoreError(f"database {self.dialect!r} is not supported: use sqlite:/// or postgresql+psycopg://")
+        event.listen(self.engine, "handle_error", self._unavailable, retval=True)
         if migrate:
             with self.engine.begin() as conn:
                 if self.dialect == "postgresql":
@@ -198,6 +208,23 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def _unavailable(self, context) -> BaseException | None:
+        """handle_error hook: a lost or refused connection becomes StoreUnavailable with what to do. Not
+        during a pool pre-ping (the pool then reconnects by itself: the outage is over once the server is back)."""
+        if context.is_pre_ping:
+            return None
+        lost = context.is_disconnect
+        refused = context.connection is None and isinstance(context.sqlalchemy_exception, OperationalError)
+        if not (lost or refused):
+            return None
+        first = (str(context.original_exception).strip().splitlines() or [""])[0]
+        exc = StoreUnavailable(
+            f"the record store {self.display_url} is unavailable ({'connection lost' if lost else 'no connection'}: "
+            f"{first}). Restore the database server or the network connection to it: no "
+            "treatment can start until the store answers; a running beam continues, recorded in the local journal")
+        exc.__cause__ = context.sqlalchemy_exception
+        return exc
 
     def __enter__(self) -> "Store":
         return self
@@ -231,7 +258,7 @@ class Store:
             if back != stamp:
                 return Health(False, f"record store {self.display_url} did not return what was written")
             return Health(True, f"record store {self.display_url} writable")
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, StoreError, OSError) as exc:
             return Health(False, f"record store {self.display_url} is not writable: {exc.__class__.__name__}: "
                                  f"{str(exc).splitlines()[0] if str(exc) else ''}")
 

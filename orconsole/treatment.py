@@ -47,8 +47,8 @@ from orconsole.qa_models import CalibrationRecord
 from orconsole.statemachine import State
 from orconsole.interlocks import ClearRole, InterlockId
 from orconsole.qa import output_check_gate
-from orconsole.supervisor import (CAUSE_UNKNOWN, CommandResult, DeliveryReport, Snapshot, SnapshotMailbox, Supervisor,
-                                  TerminationStatus)
+from orconsole.supervisor import (CAUSE_UNKNOWN, CommandResult, DeliveryReport, IrmReconciliation, Snapshot,
+                                  SnapshotMailbox, Supervisor, TerminationStatus)
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +286,7 @@ class TreatmentService:
         self._outcomes: list[DeliveryOutcome] = []
         self._outcome_cond = threading.Condition()
         self._delivering = False
+        self._irm_unsettled: str | None = None   # why the last session's IRM dose is only a lower bound (link lost)
         self._recovery: RecoveryInfo | None = None
         self._last_message = "connect the devices"
         self._reports: queue.Queue | None = None
@@ -829,13 +830,27 @@ class TreatmentService:
         self._record_id = self._book.start(record, actor=session.username)
         self._record_signed = False
 
-    def _beam_command(self, session: Session, what: str, call: Callable[[], Future]) -> CommandResult:
-        self.identity.require(session, Permission.OPERATE_BEAM, what)
+    def _beam_command(self, session: Session, what: str, call: Callable[[], Future], *,
+                      stops_beam: bool = False) -> CommandResult:
+        try:
+            self.identity.require(session, Permission.OPERATE_BEAM, what)
+        except StoreError:
+            # the account check needs the store; stopping a beam never waits for it (the role check needs
+            # nothing stored). Anything that could start a beam stays refused until the store answers.
+            if not stops_beam:
+                raise
+            if not self.identity.can(session, Permission.OPERATE_BEAM):
+                raise PermissionDenied(f"{session.full_name} ({session.role}) cannot {what}: press STOP") from None
         self._require_supervisor()
         result = call().result(timeout=self.command_timeout_s)
-        self.store.audit(session.username, what, {"ok": result.ok, "reason": result.reason,
-                                                  "state": result.state.value, "record_id": self._record_id})
-        self._changed(result.reason)
+        reason = result.reason
+        try:
+            self.store.audit(session.username, what, {"ok": result.ok, "reason": result.reason,
+                                                      "state": result.state.value, "record_id": self._record_id})
+        except StoreError as exc:      # the command was carried out: report it, never turn it into an error
+            log.error("%s (%s) not in the audit trail: %s", what, result.reason, exc)
+            reason += " (not in the audit trail: the record store is unavailable; the journal holds the beam events)"
+        self._changed(reason)
         return result
 
     def beam_on(self, session: Session) -> CommandResult:
@@ -850,18 +865,18 @@ class TreatmentService:
         return result
 
     def pause(self, session: Session, reason: str = "paused by the operator") -> CommandResult:
-        return self._beam_command(session, "pause", lambda: self.supervisor.pause(reason))
+        return self._beam_command(session, "pause", lambda: self.supervisor.pause(reason), stops_beam=True)
 
     def resume(self, session: Session) -> CommandResult:
         return self._beam_command(session, "resume", self.supervisor.resume)
 
     def stop(self, session: Session, reason: str = "stopped by the operator") -> CommandResult:
-        return self._beam_command(session, f"stop ({reason})", self.supervisor.stop)
+        return self._beam_command(session, f"stop ({reason})", self.supervisor.stop, stops_beam=True)
 
     def disarm(self, session: Session) -> CommandResult:
         """Take back an arm before beam on: the unit drops its preset, the plan stays approved and ready.
         (Anyone may instead press STOP / the emergency stop, which ends the treatment.)"""
-        return self._beam_command(session, "disarm", self._require_supervisor().disarm)
+        return self._beam_command(session, "disarm", self._require_supervisor().disarm, stops_beam=True)
 
     def annotate_interruption(self, session: Session, reason: str) -> None:
         """The reason a person typed after a pause, stop or machine stop (the beam was already off — asking
@@ -881,8 +896,13 @@ class TreatmentService:
         """No permission check: anyone at the console may stop the beam."""
         sup = self._require_supervisor()
         result = sup.emergency_stop().result(timeout=self.command_timeout_s)
-        self.store.audit("console", "emergency stop", {"reason": result.reason})
-        self._changed(result.reason)
+        reason = result.reason
+        try:
+            self.store.audit("console", "emergency stop", {"reason": result.reason})
+        except StoreError as exc:      # the beam is off either way: say so, do not raise
+            log.error("emergency stop (%s) not in the audit trail: %s", result.reason, exc)
+            reason += " (not in the audit trail: the record store is unavailable; the journal holds the beam events)"
+        self._changed(reason)
         return result
 
     def output_check_runner(self, session_of: Callable[[], Session | None] | None = None) -> "OutputCheckRunner":
@@ -909,7 +929,10 @@ class TreatmentService:
             outcome, delay_s = None, 0.5
             while True:
                 try:
-                    outcome = self._record_report(report)
+                    if isinstance(report, IrmReconciliation):
+                        self._record_reconciliation(report)
+                    else:
+                        outcome = self._record_report(report)
                     break
                 except Exception as exc:  # noqa: BLE001 - the report must not be lost: retried until written
                     log.exception("delivery report could not be recorded; retrying")
@@ -922,6 +945,9 @@ class TreatmentService:
                     while time.monotonic() < end_s and not self._closing:
                         time.sleep(0.1)
                     delay_s = min(delay_s * 2, 5.0)
+            if isinstance(report, IrmReconciliation):
+                self._changed()
+                continue
             with self._outcome_cond:
                 if outcome is not None:
                     self._outcomes.append(outcome)
@@ -974,6 +1000,11 @@ class TreatmentService:
                                                               interlock=ch.interlock, state=ch.state,
                                                               detail=ch.detail))
         self._book.update(record_id, change)
+        if not report.irm_read_after_beam_off:
+            with self._lock:
+                self._irm_unsettled = (
+                    f"session {holder['index']} records {report.secondary_dose_gy:.4f} Gy on the IRM channel, the last "
+                    "reading before the link to the X-ray unit was lost: the unit's own counter is higher")
         self.store.audit("console", "beam session recorded", {
             "record_id": record_id, "session": holder["index"], "termination": report.termination.value,
             "cause": cause.value, "primary_gy": report.primary_dose_gy, "secondary_gy": report.secondary_dose_gy,
@@ -986,6 +1017,58 @@ class TreatmentService:
             interlocks=tuple(sorted({c.interlock for c in report.interlock_changes if c.state == "raised"})),
             interruptions=tuple(p[2] for p in report.pauses))
 
+    def _record_reconciliation(self, settled: IrmReconciliation) -> None:
+        """The IRM dose of a session that ended with the link lost, settled by the Supervisor: the session's
+        secondary dose becomes the settled figure, and its termination detail says what it was and why."""
+        record_id = self._record_id
+        if record_id is None:
+            raise WorkflowRefused("no record draft for the settled delivery")
+        holder: dict[str, int] = {}
+
+        def change(record: DeliveryRecord) -> None:
+            target = next((x for x in record.sessions if x.raw_device_log_sha256 == settled.device_log_sha256), None)
+            if target is None:
+                raise WorkflowRefused(f"no session with device log {settled.device_log_sha256[:12]}… in record "
+                                      f"{record_id}: the settled IRM dose has no session to go to")
+            holder["index"] = target.index
+            note = (f"IRM dose settled at {settled.reconciled_gy:.4f} Gy on {settled.utc.isoformat()} "
+                    f"({settled.basis}); {settled.recorded_gy:.4f} Gy was the last reading before the link was lost")
+            if note in target.termination_detail:
+                return                      # a retry after a store failure that came after the write itself
+            target.dose_gy = DoseByChannel(primary_timer_gy=target.dose_gy.primary_timer_gy,
+                                           secondary_irm_gy=settled.reconciled_gy)
+            target.termination_detail = f"{target.termination_detail}; {note}" if target.termination_detail else note
+        self._book.update(record_id, change)
+        self.store.audit("console", "session IRM dose settled", {
+            "record_id": record_id, "session": holder.get("index"), "treatment_id": settled.treatment_id,
+            "recorded_irm_gy": settled.recorded_gy, "settled_irm_gy": settled.reconciled_gy,
+            "unit_counter_gy": settled.unit_counter_gy, "basis": settled.basis,
+            "device_log_sha256": settled.device_log_sha256})
+        with self._lock:
+            self._irm_unsettled = None
+        self._changed(f"session {holder.get('index')}: IRM dose settled at {settled.reconciled_gy:.4f} Gy "
+                      f"({settled.basis})")
+
+    def enter_unit_irm_reading(self, session: Session, password: str, *, unit_irm_gy: float) -> CommandResult:
+        """When the link to the unit cannot be restored: a physicist enters the IRM dose the unit shows for the
+        interrupted beam (signed by password). Refused below the console's last reading or above the unit's limit."""
+        self.identity.require(session, Permission.APPROVE_PLAN, "enter the dose read at the X-ray unit")
+        self.identity.verify_password(session, password)
+        result = self._require_supervisor().enter_unit_irm(
+            unit_irm_gy=unit_irm_gy, entered_by=session.username).result(timeout=self.command_timeout_s)
+        self.store.audit(session.username, "unit IRM reading entered", {
+            "record_id": self._record_id, "unit_irm_gy": unit_irm_gy if isinstance(unit_irm_gy, (int, float)) else
+            repr(unit_irm_gy), "accepted": result.ok, "reason": result.reason})
+        self._changed(result.reason)
+        return result
+
+    def _require_irm_settled(self, what: str) -> None:
+        why = self._irm_unsettled
+        if why is not None:
+            raise WorkflowRefused(f"cannot {what}: {why}. Reconnect the X-ray unit so the console reads its counter "
+                                  "(the unit keeps it until the next arm), or a physicist enters the dose the unit "
+                                  "shows")
+
     def finish_record(self, session: Session, password: str, *, comments: str = "") -> str:
         """Finalise the record (totals, completion) and sign 'performed delivery' (countersigned by the
         installation key). Returns the record id."""
@@ -994,6 +1077,7 @@ class TreatmentService:
             raise WorkflowRefused("there is no delivery record to finish")
         if self._delivering:
             raise WorkflowRefused("the delivery is still running: the record is finished after the beam is off")
+        self._require_irm_settled("finish the record")
         self.identity.verify_password(session, password)
         record = self._book.load(self._record_id)
         delivered = sum(x.dose_gy.secondary_irm_gy for x in record.sessions)
@@ -1024,6 +1108,7 @@ class TreatmentService:
             raise WorkflowRefused("there is no interrupted delivery to continue")
         if self._delivering or self._recovery is not None:
             raise WorkflowRefused("decide the interruption first (the beam must be off and the delivery recorded)")
+        self._require_irm_settled("plan a continuation")
         record = self._book.load(self._record_id)
         delivered_gy = sum(x.dose_gy.secondary_irm_gy for x in record.sessions)
         prescription = record.plan.prescription_gy

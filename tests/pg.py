@@ -84,6 +84,23 @@ class TemporaryPostgres:
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
+    def stop_server(self, mode: str = "fast") -> None:
+        """Stop the server but keep its data (a database outage): `pg_ctl stop -m fast` disconnects every
+        client and shuts down; `start_server()` brings the same cluster back on the same port."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+
+    def start_server(self) -> None:
+        """Start the cluster again after `stop_server()` (same data, port and socket directory)."""
+        opts = f"-h 127.0.0.1 -p {self.port} -k {self.tmp}" + ("" if self.durable else " -F")
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60", "start")
+
+    def is_running(self) -> bool:
+        """`pg_ctl status`: True while a postmaster serves this data directory."""
+        cmd = [str(self.bin / "pg_ctl"), "-D", str(self.data), "status"]
+        if self.as_root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).returncode == 0
+
     def url_for(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
 
