@@ -858,7 +858,12 @@ class TreatmentService:
             raise WorkflowRefused("no delivery record draft exists: start the treatment (checklist) first")
         with self._outcome_cond:
             self._delivering = True
-        result = self._beam_command(session, "beam on", self.supervisor.beam_on)
+        try:
+            result = self._beam_command(session, "beam on", self.supervisor.beam_on)
+        except BaseException:       # refused by raising (store unavailable, account locked): no delivery
+            with self._outcome_cond:
+                self._delivering = self.supervisor.sm.state in (State.BEAM_ON, State.PAUSED)
+            raise
         if not result.ok:
             with self._outcome_cond:
                 self._delivering = self.supervisor.sm.state in (State.BEAM_ON, State.PAUSED)

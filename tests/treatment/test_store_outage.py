@@ -5,7 +5,9 @@ StoreUnavailable is the real one raised by logs.store on a refused connection.""
 from __future__ import annotations
 
 import socket
+import threading
 from concurrent.futures import Future
+from types import SimpleNamespace
 
 import pytest
 
@@ -26,6 +28,10 @@ def _dead_url() -> str:
 class _Supervisor:
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.sm = SimpleNamespace(state=State.ARMED)
+
+    def beam_on(self):
+        return self._done("beam_on", "beam on", State.BEAM_ON)
 
     def _done(self, name: str, reason: str, state: State) -> Future:
         self.calls.append(name)
@@ -53,7 +59,8 @@ class _Service:
         self.store, self.identity = store, IdentityService(store, installation_key=None)
         self.supervisor, self.command_timeout_s, self._record_id = _Supervisor(), 5.0, "rec-1"
         self.messages: list[str] = []
-        for name in ("_beam_command", "stop", "pause", "resume", "emergency_stop"):
+        self._outcome_cond, self._delivering = threading.Condition(), False
+        for name in ("_beam_command", "beam_on", "stop", "pause", "resume", "emergency_stop"):
             setattr(self, name, getattr(TreatmentService, name).__get__(self))
 
     def _require_supervisor(self):
@@ -92,6 +99,13 @@ def test_the_emergency_stop_reports_its_result_while_the_store_is_down(service):
     result = service.emergency_stop()
     assert result.ok and service.supervisor.calls == ["emergency_stop"]
     assert "not in the audit trail" in service.messages[-1]
+
+
+def test_beam_on_is_refused_while_the_store_is_down_and_leaves_no_delivery_pending(service):
+    with pytest.raises(StoreUnavailable) as info:
+        service.beam_on(_session(Role.RADIATION_THERAPIST))
+    assert "record store" in info.value.message and service.supervisor.calls == []
+    assert service._delivering is False      # else finish_record and a continuation stay refused for ever
 
 
 def test_resume_is_refused_while_the_store_is_down(service):
