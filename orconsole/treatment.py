@@ -402,8 +402,7 @@ class TreatmentService:
         self.supervisor = Supervisor(
             self._xrs, journal_path=self.journal_path, clock=self._clock, device_source_serial=serial,
             config=self.config, today=self._today,
-            qa_results=lambda: qa_results_for_planning(self._qa_repo, source_serial=serial, day=self._today(),
-                                                       policy=self.qa_policy),
+            qa_results=lambda: self._qa_results_for_supervisor(serial),
             calibration_problem=lambda: self._calibration_problem(serial),
             record_store_available=self.store.writable, utc_now=self._utc_now, device_log_dir=self.journal_dir,
             realtime_priority=self.realtime_priority)
@@ -423,6 +422,15 @@ class TreatmentService:
         else:
             self._changed("ready: select a patient")
         return self._recovery
+
+    def _qa_results_for_supervisor(self, serial: str) -> list[QaResult]:
+        """The Supervisor's QA probe. A store that cannot be read is a refusal with its reason (the output-check
+        interlock holds the start), never an exception inside a Supervisor command, which ends it in FAULT."""
+        try:
+            return qa_results_for_planning(self._qa_repo, source_serial=serial, day=self._today(),
+                                           policy=self.qa_policy)
+        except StoreError as exc:
+            raise Refused("qa_unreadable", f"today's output check cannot be read: {exc}") from exc
 
     def prepare_devices(self, *, on_progress: Callable[[str], None] | None = None) -> DeviceInfo:
         """Technique 50 kV / 40 µA and warm-up through the Supervisor; waits until the unit is READY."""

@@ -118,3 +118,18 @@ def test_a_role_without_beam_permission_is_still_refused_stop_through_its_sessio
     with pytest.raises(PermissionDenied):
         service.stop(_session(Role.ADMINISTRATOR))
     assert service.supervisor.calls == []
+
+
+def test_the_supervisors_qa_probe_refuses_with_a_reason_when_the_store_is_down(service):
+    """The Supervisor catches Refused from its QA probe (output-check interlock); anything else raised inside a
+    Supervisor command ends an armed treatment in FAULT."""
+    from datetime import date
+
+    from orconsole.models import Refused
+    from orconsole.qa import QaPolicy, StoreQaRepository
+
+    service._qa_repo, service._today, service.qa_policy = StoreQaRepository(service.store), date.today, QaPolicy()
+    probe = TreatmentService._qa_results_for_supervisor.__get__(service)
+    with pytest.raises(Refused) as info:
+        probe("XRS-1")
+    assert "output check cannot be read" in info.value.message and "record store" in info.value.message
