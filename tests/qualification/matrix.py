@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from tests.qualification import special
+from tests.qualification import special, store_outage
 from tests.qualification.harness import Row
 from tests.qualification.scenarios import SCENARIOS, run_fault
 
@@ -50,6 +50,7 @@ MATRIX: list[Entry] = (
     + [Entry("8-console-sigkill", special.run_console_killed, False, 3.0),
        Entry("8-console-sigkill-service", special.run_service_killed, True, 3.0),
        Entry("9-record-store-fails", special.run_store_failure, False, 1.5),
+       Entry("9-record-store-fails-service", store_outage.run_store_failure_service, True, 1.5),
        Entry("10-stalled-screen", special.run_stalled_consumer, True, 1.5),
        Entry("11-clock-jump+", lambda *, seed=1, applicator_cm=1.5: special.run_clock_jump(
            seed=seed, applicator_cm=applicator_cm, hours=1.0), True, 1.5),
