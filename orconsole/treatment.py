@@ -169,6 +169,7 @@ class WorkflowStatus:
     delivered_secondary_gy: float
     recovery: RecoveryInfo | None
     last_message: str
+    irm_unsettled: str | None = None          # why the last session's IRM dose is only a lower bound (link lost)
 
 
 class StatusMailbox:
@@ -343,7 +344,7 @@ class TreatmentService:
             approvals=tuple(self._approval_infos), missing_approvals=missing, checklist=self._checklist,
             devices=DeviceInfo(self._xrs_identity, self._readout_identity), record_id=self._record_id,
             record_sessions=sessions, delivered_primary_gy=primary, delivered_secondary_gy=secondary,
-            recovery=self._recovery, last_message=self._last_message)
+            recovery=self._recovery, last_message=self._last_message, irm_unsettled=self._irm_unsettled)
 
     def _recorded_totals(self) -> tuple[int, float, float]:
         if self._record_id is None:
@@ -793,7 +794,9 @@ class TreatmentService:
                 known = {a.signature_id for a in record.approvals}
                 record.approvals.extend(a for a in refs if a.signature_id not in known)
 
-            self._book.update(self._record_id, add_continuation_approvals)
+            record = self._book.update(self._record_id, add_continuation_approvals)
+            if record.plan.plan_document_id == self._plan_doc_id:
+                return    # the record's own plan armed again (after a disarm or a refused beam on): no continuation
             note = (f"continuation plan {plan.plan_id} v{plan.version} (document {self._plan_doc_id}, hash "
                     f"{self._plan_doc_hash}) approved by " + ", ".join(
                         f"{a.printed_name} ({a.meaning})" for a in self._approval_refs))
@@ -1089,6 +1092,11 @@ class TreatmentService:
         if self._record_id is None:
             raise WorkflowRefused("there is no delivery record to finish")
         if self._delivering:
+            snap = self._treat_box.latest() if self._treat_box is not None else None
+            if snap is not None and snap.state not in (State.ARMED, State.BEAM_ON, State.PAUSED):
+                raise WorkflowRefused("the beam is off, but this delivery is not yet written to the record (the record "
+                                      "store has not answered; the delivery is safe in the journal): sign the record "
+                                      "once the console says the session is written")
             raise WorkflowRefused("the delivery is still running: the record is finished after the beam is off")
         self._require_irm_settled("finish the record")
         self.identity.verify_password(session, password)

@@ -457,6 +457,9 @@ def next_step_text(status) -> str:
     """The obvious next step for this workflow status, in words (the service decides what is allowed)."""
     if status is None:
         return ""
+    if getattr(status, "irm_unsettled", None) and status.step.value == "delivery_ended":
+        return ("NEXT: settle the monitor dose — Reconnect the X-ray unit (screen 4) so the console reads its "
+                "counter, or a physicist enters the dose the unit shows (screen 5); then sign or continue")
     return "NEXT: " + _NEXT_STEP.get(status.step.value, status.step.value.replace("_", " "))
 
 

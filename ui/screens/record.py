@@ -68,6 +68,26 @@ class RecordScreen(QWidget):
         self.message = make_label("", "info", wrap=True)
         self.message.setObjectName("recordMessage")
         rl.addWidget(self.message)
+        # after a lost link, when Reconnect cannot read the unit: a physicist enters the dose the unit shows
+        self.irm_box = QWidget(objectName="irmUnsettled")
+        il = QVBoxLayout(self.irm_box)
+        il.setContentsMargins(0, 8, 0, 0)
+        self.irm_why = make_label("", "error", wrap=True)
+        self.irm_why.setObjectName("irmUnsettledWhy")
+        il.addWidget(self.irm_why)
+        irm_form = QFormLayout()
+        self.irm_reading = QLineEdit(objectName="unitIrmReading")
+        self.irm_reading.setPlaceholderText("IRM dose of the interrupted beam, as the unit shows it (Gy)")
+        self.irm_password = QLineEdit(objectName="unitIrmPassword")
+        self.irm_password.setEchoMode(QLineEdit.EchoMode.Password)
+        self.irm_password.setPlaceholderText("physicist's password")
+        irm_form.addRow(make_label("Unit IRM (Gy)"), self.irm_reading)
+        irm_form.addRow(make_label("Password"), self.irm_password)
+        il.addLayout(irm_form)
+        self.irm_button = make_button("Enter the unit's IRM reading", "warn", name="enterUnitIrm")
+        il.addWidget(self.irm_button)
+        self.irm_box.hide()
+        ll.insertWidget(ll.count() - 1, self.irm_box)     # under the summary, above the stretch
         rl.addStretch(1)
         top.addWidget(rf, 2)
 
@@ -93,6 +113,7 @@ class RecordScreen(QWidget):
         self.dicom_button.clicked.connect(lambda: self._export("dcm"))
         self.print_button.clicked.connect(self._print)
         self.refresh_button.clicked.connect(self.refresh_records)
+        self.irm_button.clicked.connect(self._enter_unit_irm)
         self.setTabOrder(self.comments, self.password)
         self.setTabOrder(self.password, self.sign_button)
         self._update_buttons()
@@ -124,9 +145,38 @@ class RecordScreen(QWidget):
                 f"{who}Record {status.record_id}\nSessions: {status.record_sessions}\n"
                 f"Delivered, timer channel: {status.delivered_primary_gy:.2f} Gy"
                 + (f" of {rx:g} Gy" if rx else "") +
-                f"\nDelivered, monitor channel: {status.delivered_secondary_gy:.2f} Gy\n"
+                f"\nDelivered, monitor channel: {status.delivered_secondary_gy:.2f} Gy"
+                + (" (not settled: at least)" if getattr(status, "irm_unsettled", None) else "") + "\n"
                 f"Status: {'SIGNED' if self.signed else 'awaiting signature'}")
+        unsettled = getattr(status, "irm_unsettled", None)
+        self.irm_box.setVisible(bool(unsettled))
+        if unsettled:
+            self.irm_why.setText(f"Monitor dose not settled: {unsettled}. Press Reconnect on the treatment screen "
+                                 "so the console reads the unit's counter; if the link cannot be restored, a "
+                                 "physicist enters the dose the unit shows here.")
         self._update_buttons()
+
+    def _enter_unit_irm(self) -> None:
+        text, password = self.irm_reading.text().strip(), self.irm_password.text()
+        self.irm_password.clear()
+        try:
+            value_gy = float(text)
+        except ValueError:
+            self.message.setText(f"Refused: {text!r} is not a dose in Gy: type the unit's IRM reading, e.g. 12.35")
+            return
+        if not password:
+            self.message.setText("Enter the physicist's password (it signs the entry).")
+            return
+        self.message.setText("Entering the unit's reading…")
+        self.ctx.run(self.ctx.service.enter_unit_irm_reading, self._irm_entered, self.ctx.session, password,
+                     unit_irm_gy=value_gy)
+
+    def _irm_entered(self, outcome: Outcome) -> None:
+        if not outcome.ok:
+            self.message.setText("Refused: " + outcome.message)
+            return
+        result = outcome.value
+        self.message.setText(("Entered: " if result.ok else "Refused: ") + result.reason)
 
     def _sign(self) -> None:
         password = self.password.text()
