@@ -54,6 +54,10 @@ def _refusal_text(call) -> tuple[bool, str]:
     return (not result.ok), result.reason
 
 
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def run_store_failure_service(*, seed: int = 1, applicator_cm: float = 1.5) -> Row:
     """9 through the TreatmentService, the record store on a real PostgreSQL cluster (tests/pg.py) and the unit
     in `orconsole-sim` on a pty: the server is stopped (pg_ctl stop -m fast) before beam on — the treatment is
@@ -121,9 +125,11 @@ def run_store_failure_service(*, seed: int = 1, applicator_cm: float = 1.5) -> R
         pg.stop_server()
         refused, text = _refusal_text(lambda: service.start_treatment(therapist))
         row.check(refused, "start_treatment armed the unit with the record store stopped")
-        row.check("record store" in text.lower(), f"the refusal to start does not name the record store: {text!r}")
-        row.notes.append(f"store stopped before the start: {text}")
-        # ... and once armed (draft stored), it stops again before beam on: the Supervisor's interlock refuses
+        row.check("record store" in text.lower() and "restore" in text.lower(),
+                  f"the refusal to start does not name the record store and what to do: {text!r}")
+        row.notes.append(f"store stopped before the start: start refused ({_short(text)})")
+        # ... and once armed (draft stored), it stops again before beam on: the service refuses beam on (its
+        # account check cannot read the store), and the Supervisor's record-store interlock refuses on its own
         pg.start_server()
         result = service.start_treatment(therapist)
         if not row.check(result.ok, f"start_treatment refused with the store back: {result.reason}"):
@@ -138,7 +144,7 @@ def run_store_failure_service(*, seed: int = 1, applicator_cm: float = 1.5) -> R
         direct = service.supervisor.beam_on().result(timeout=10)
         row.check(not direct.ok and "record store" in direct.reason.lower(),
                   f"the Supervisor's beam on was not refused by the record-store interlock: {direct.reason!r}")
-        row.notes.append(f"the Supervisor itself refuses: {direct.reason}")
+        row.notes.append(f"the Supervisor itself refuses: {_short(direct.reason, 400)}")
         row.check(len(sim.of("beam_on")) == n_on, "the unit switched a beam on while the record store was stopped")
 
         # (b) back up: the interlock dropped the arm (state approved), so the therapist arms again; beam on, and
@@ -196,7 +202,7 @@ def run_store_failure_service(*, seed: int = 1, applicator_cm: float = 1.5) -> R
         row.check("treatment_closed" in kinds or "beam_off" in kinds, f"the journal lacks the end: {kinds[-3:]}")
         refused, text = _refusal_text(lambda: service.finish_record(therapist, rtt_pw, comments="store down"))
         row.check(refused, "finish_record signed while the store was down and the session unwritten")
-        row.notes.append(f"finish_record with the store down: refused ({text[:90]}…)")
+        row.notes.append(f"finish_record with the store down: refused ({_short(text)})")
         # (c) the server is back: the session is written exactly once, the record signed and verified
         pg.start_server()
         restarted_at = time.monotonic()
@@ -248,15 +254,16 @@ def run_store_failure_service(*, seed: int = 1, applicator_cm: float = 1.5) -> R
         stop_watch.set()
         if watcher is not None:
             watcher.join(2.0)
-        if service is not None:
-            service.close()
-        if store is not None:
-            store.close()
-        if sim is not None:
-            sim.stop()
-        if pg is not None:
-            if not pg.is_running():
-                shutil.rmtree(pg.tmp, ignore_errors=True)
-            else:
-                pg.stop()
+        cleanups = [("the service", service.close if service is not None else None),
+                    ("the store", store.close if store is not None else None),
+                    ("the simulator", sim.stop if sim is not None else None),
+                    ("PostgreSQL", (lambda: pg.stop() if pg.is_running() else shutil.rmtree(pg.tmp, ignore_errors=True))
+                     if pg is not None else None)]
+        for what, cleanup in cleanups:      # each one runs, whatever the one before did
+            if cleanup is None:
+                continue
+            try:
+                cleanup()
+            except Exception as exc:  # noqa: BLE001 - reported, and the next cleanup still runs
+                row.failures.append(f"closing {what} failed: {type(exc).__name__}: {exc}")
     return _finish(row, started)
