@@ -177,6 +177,16 @@ class TreatmentTimer:
             raise TimerError("no exposure can start with the timer at zero remaining")
         self._started_at_s = self._clock.now_s()
 
+    def start_earlier(self, started_at_s: float) -> None:
+        """Move the running exposure's start back to when the beam-on command was first sent: the unit may
+        have switched on then, and a lost reply that had to be retransmitted must not make the console's timer
+        end the beam late. Never moves the start later."""
+        if self._started_at_s is None:
+            raise TimerError("the timer is not running")
+        if not math.isfinite(started_at_s) or started_at_s > self._started_at_s:
+            raise TimerError(f"the start can only move earlier ({started_at_s!r} s is after {self._started_at_s} s)")
+        self._started_at_s = started_at_s
+
     def stop(self) -> None:
         if self._started_at_s is not None:
             self._accumulated_s += max(0.0, self._clock.now_s() - self._started_at_s)

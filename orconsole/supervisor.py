@@ -1163,6 +1163,7 @@ class Supervisor:
                 remaining_s=self.sm.timer.remaining_s, irm_before_gy=self._segment_irm_before_gy)):
             self._beam_off_quietly(BeamOffReason.CONSOLE_INTERLOCK)
             return self._result(False, self.interlocks.status(InterlockId.JOURNAL_WRITE_FAILURE).text)
+        sent_s = self._clock.now_s()     # the unit may switch on as soon as the first beam-on frame arrives
         try:
             self._xrs.beam_on(plan_hash=bytes.fromhex(plan.content_hash))
         except DeviceError as exc:
@@ -1171,7 +1172,9 @@ class Supervisor:
                                                                reason=f"beam on refused: {exc.message}"))
             return self._result(False, f"the X-ray unit refused beam on: {exc.message}")
         t = self.sm.handle(event)
-        now_s = self._clock.now_s()
+        if t.ok and self.sm.timer.running:
+            self.sm.timer.start_earlier(sent_s)   # a retransmitted beam on must not make the timer end late
+        now_s = sent_s
         self._segment_start_s = now_s
         self._segment_start_utc = self._utc_now()
         self._beam_end_s = now_s + self.sm.timer.remaining_s

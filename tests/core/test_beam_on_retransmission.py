@@ -1,0 +1,62 @@
+"""A beam-on whose reply had to be retransmitted: the unit switched on at the first frame, the console heard
+back later. The console's timer counts from the first frame, so it never ends the beam late."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from orconsole.statemachine import State, TimerError, TreatmentTimer
+from orconsole.supervisor import Supervisor
+from simulators.clock import ManualClock, MonotonicClock
+
+from tests.core import factories as f
+from tests.core.fake_xrs import FakeXrs
+from tests.core.test_supervisor import CONFIG, ok, short_plan, to_ready, wait_state
+
+REPLY_DELAY_S = 0.3       # reply lost twice at a 0.1 s retransmission interval, say
+
+
+class SlowReplyXrs(FakeXrs):
+    """Switches on at once, but its acknowledgement reaches the console REPLY_DELAY_S later."""
+
+    def beam_on(self, *, plan_hash: bytes) -> None:
+        super().beam_on(plan_hash=plan_hash)
+        time.sleep(REPLY_DELAY_S)
+
+
+def test_the_timer_counts_from_the_first_beam_on_frame_not_from_the_late_reply(tmp_path):
+    clock = MonotonicClock()
+    xrs = SlowReplyXrs(clock, dose_rate_gy_per_s=20.0 / 2.0)
+    xrs.output_factor = 0.97                         # the timer, not the IRM, ends this beam
+    sup = Supervisor(xrs, journal_path=tmp_path / "journal.jsonl", clock=clock, device_source_serial=f.SERIAL,
+                     config=CONFIG, today=lambda: f.TODAY, qa_results=lambda: [f.qa()],
+                     record_store_available=lambda: True, segment_close_timeout_s=1.0)
+    box, reports = sup.subscribe(), sup.subscribe_reports()
+    sup.start()
+    try:
+        to_ready(sup, short_plan(2.0))
+        ok(sup.arm())
+        ok(sup.beam_on())
+        end = wait_state(box, State.COMPLETED, State.TERMINATED, State.FAULT)
+        assert end.state is State.COMPLETED, end.last_message
+        report = reports.get(timeout=5.0)
+    finally:
+        sup.close()
+    # without the back-dated start the unit would irradiate REPLY_DELAY_S longer than the preset
+    assert xrs.beam_time_s < 2.0 + REPLY_DELAY_S / 2, xrs.beam_time_s
+    assert report.console_beam_on_s == pytest.approx(xrs.beam_time_s, abs=REPLY_DELAY_S / 2)
+
+
+def test_the_timer_start_only_moves_earlier():
+    clock = ManualClock()
+    timer = TreatmentTimer(clock)
+    timer.set_preset(10.0)
+    with pytest.raises(TimerError):
+        timer.start_earlier(0.0)                     # not running
+    clock.advance(5.0)
+    timer.start()
+    with pytest.raises(TimerError):
+        timer.start_earlier(6.0)
+    timer.start_earlier(4.7)
+    assert timer.elapsed_s == pytest.approx(0.3)
