@@ -288,6 +288,7 @@ class TreatmentService:
         self._outcome_cond = threading.Condition()
         self._delivering = False
         self._irm_unsettled: str | None = None   # why the last session's IRM dose is only a lower bound (link lost)
+        self._reason_notes: list[tuple[float, str, str]] = []   # (monotonic s, user, text) not yet in the record
         self._recovery: RecoveryInfo | None = None
         self._last_message = "connect the devices"
         self._reports: queue.Queue | None = None
@@ -598,6 +599,7 @@ class TreatmentService:
             self._approval_refs = [_approval_ref(row)]
             if new_record:
                 self._continuation_notes = []
+                self._reason_notes = []
             self._checklist = None
             if new_record:
                 self._record_id = None
@@ -906,7 +908,41 @@ class TreatmentService:
             "record_id": self._record_id, "plan_id": self._plan.plan_id if self._plan else None,
             "treatment_id": snap.treatment_id if snap else None, "state": snap.state.value if snap else None,
             "reason": text, "given_by": session.username})
+        with self._lock:
+            self._reason_notes.append((self._clock.now_s(), session.username, text))
+        if not self._delivering:       # else the record writer adds it once the session is written
+            self._apply_reason_notes()
         self._changed(f"interruption reason noted: {text}")
+
+    def _apply_reason_notes(self) -> None:
+        """Put the reasons typed after interruptions into the record's Interruption entries: each reason goes to
+        the latest interruption that happened before it was typed. Reasons whose interruption is not recorded
+        yet stay pending (the audit trail has them already)."""
+        record_id = self._record_id
+        with self._lock:
+            notes = list(self._reason_notes)
+        if record_id is None or not notes:
+            return
+        placed: list[tuple[float, str, str]] = []
+
+        def change(record: DeliveryRecord) -> None:
+            for note in notes:
+                typed_s, user, text = note
+                before = [i for i in record.interruptions if i.monotonic_s <= typed_s]
+                if not before:
+                    continue
+                target = max(before, key=lambda i: i.monotonic_s)
+                addition = f"reason given by {user}: {text}"
+                if addition not in target.reason:
+                    target.reason = f"{target.reason} — {addition}"
+                placed.append(note)
+        try:
+            self._book.update(record_id, change)
+        except StoreError as exc:      # the audit trail holds the reason; retried with the next write
+            log.warning("interruption reason not yet in the record: %s", exc)
+            return
+        with self._lock:
+            self._reason_notes = [n for n in self._reason_notes if n not in placed]
 
     def emergency_stop(self) -> CommandResult:
         """No permission check: anyone at the console may stop the beam."""
@@ -964,6 +1000,8 @@ class TreatmentService:
             if isinstance(report, IrmReconciliation):
                 self._changed()
                 continue
+            if outcome is not None:
+                self._apply_reason_notes()
             with self._outcome_cond:
                 if outcome is not None:
                     self._outcomes.append(outcome)
