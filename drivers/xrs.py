@@ -1,7 +1,8 @@
 """Console-side driver of the X-ray unit over the XRS link (docs/protocol/xrs-link.md).
 
 Validates every request strictly (refuses, never clips), sends it, waits for the matching reply with
-bounded retransmission on time.monotonic deadlines, and reports link loss to subscribers. It never
+bounded retransmission on time.monotonic deadlines (on timeout, or at once when a damaged frame shows the
+reply was destroyed), and reports link loss to subscribers once a call's time budget is spent. It never
 originates traffic on its own — no automatic heartbeats — so the unit's watchdog sees a frozen caller.
 
 Threading: one I/O thread per link reads and decodes every byte and calls the LinkEvent listeners
@@ -39,6 +40,14 @@ BACKUP_TIME_RANGE_S = (0.1, 3600.0)
 IRM_LIMIT_RANGE_GY = (1e-6, 30.0)
 DEGRADED_EVENT_INTERVAL_S = 10.0
 RTT_WINDOW = 1000
+MAX_ATTEMPTS_RANGE = (1, 50)
+# Early retransmission (docs/protocol/xrs-link.md §5): a damaged frame decoded while a request waits for its
+# reply makes the caller resend at once, but at most one early resend per this interval and at most
+# EARLY_RETRANSMISSIONS_PER_ATTEMPT x max_attempts per call, so a stream of garbage cannot make the driver spin.
+EARLY_RETRANSMIT_MIN_INTERVAL_S = 0.005
+EARLY_RETRANSMISSIONS_PER_ATTEMPT = 2
+BEAM_OFF_REPLY_TIMEOUT_S = 0.010    # a lost beam-off frame is resent after 10 ms (0.009 Gy at 0.87 Gy/s)
+RESYNC = b"\x00"   # an empty frame: sent before a retransmission so the unit drops any half-received frame
 
 _CAUSE = {
     xrs.BeamOffCauseCode.NONE: BeamOffCause.NONE,
@@ -76,22 +85,36 @@ class _Pending:
     reply: xrs.Message | None = None
     reply_time_s: float = 0.0
     error: DeviceError | None = None
+    damaged_frames: int = 0          # damaged frames the I/O thread decoded while this request waited
 
 
 class XrsDriver:
     """drivers.hal.XraySource over the XRS link protocol v1. See the module docstring for threading."""
 
-    def __init__(self, url: str, *, reply_timeout_s: float = 0.1, max_attempts: int = 3,
-                 device_silence_s: float | None = 1.0, baudrate: int = XRS_BAUDRATE) -> None:
+    def __init__(self, url: str, *, reply_timeout_s: float = 0.03, max_attempts: int = 10,
+                 beam_off_reply_timeout_s: float | None = None, device_silence_s: float | None = 1.0,
+                 baudrate: int = XRS_BAUDRATE) -> None:
+        """Each call may wait reply_timeout_s x max_attempts (default 0.30 s) for a valid reply, then the link
+        is lost. Within that budget a request is resent reply_timeout_s after its last transmission (beam off:
+        beam_off_reply_timeout_s, default the smaller of 0.01 s and reply_timeout_s), or early when a damaged
+        frame arrives (docs/protocol/xrs-link.md §5)."""
+        if beam_off_reply_timeout_s is None and isinstance(reply_timeout_s, (int, float)):
+            beam_off_reply_timeout_s = min(BEAM_OFF_REPLY_TIMEOUT_S, reply_timeout_s)
         if not (isinstance(reply_timeout_s, (int, float)) and math.isfinite(reply_timeout_s) and reply_timeout_s > 0):
             raise ValueError(f"reply_timeout_s must be a finite number > 0, got {reply_timeout_s!r}")
-        if not (isinstance(max_attempts, int) and 1 <= max_attempts <= 10):
-            raise ValueError(f"max_attempts must be an int within 1..10, got {max_attempts!r}")
+        lo, hi = MAX_ATTEMPTS_RANGE
+        if not (isinstance(max_attempts, int) and not isinstance(max_attempts, bool) and lo <= max_attempts <= hi):
+            raise ValueError(f"max_attempts must be an int within {lo}..{hi}, got {max_attempts!r}")
+        if not (isinstance(beam_off_reply_timeout_s, (int, float)) and math.isfinite(beam_off_reply_timeout_s)
+                and 0 < beam_off_reply_timeout_s <= reply_timeout_s):
+            raise ValueError(f"beam_off_reply_timeout_s must be a finite number > 0 and at most reply_timeout_s "
+                             f"({reply_timeout_s!r}), got {beam_off_reply_timeout_s!r}")
         if device_silence_s is not None and not (math.isfinite(device_silence_s) and device_silence_s > 0):
             raise ValueError(f"device_silence_s must be a finite number > 0 or None, got {device_silence_s!r}")
         self.url = url
         self.reply_timeout_s = float(reply_timeout_s)
         self.max_attempts = max_attempts
+        self.beam_off_reply_timeout_s = float(beam_off_reply_timeout_s)
         self.device_silence_s = device_silence_s
         self.baudrate = baudrate
         self.identity: XrsIdentity | None = None
@@ -119,6 +142,7 @@ class XrsDriver:
         self._framing_errors_before = 0
         self._malformed = 0
         self._retries = 0
+        self._early_retransmissions = 0     # part of retries; LinkStats has no field of its own for them
         self._timeouts = 0
         self._stale = 0
         self._rtts_ms: deque[float] = deque(maxlen=RTT_WINDOW)
@@ -214,8 +238,11 @@ class XrsDriver:
                     break
                 now = time.monotonic()
                 if data:
+                    damaged_before = self._decoder.bad_frames
                     for frame in self._decoder.feed(data):
                         self._dispatch(frame, now)
+                    if self._decoder.bad_frames != damaged_before:
+                        self._note_damaged_frame()
                 elif (self.device_silence_s is not None and self._device_heartbeats and not self._lost
                       and now - self._last_rx_s > self.device_silence_s):
                     self._declare_lost(f"the X-ray unit has sent nothing for {now - self._last_rx_s:.2f} s "
@@ -249,6 +276,14 @@ class XrsDriver:
                 self._cond.notify_all()
             else:
                 self._stale += 1
+
+    def _note_damaged_frame(self) -> None:
+        """A frame failed COBS/length/CRC: if a request still waits, its reply was most probably destroyed."""
+        with self._cond:
+            pending = self._pending
+            if pending is not None and pending.reply is None and pending.error is None:
+                pending.damaged_frames += 1
+                self._cond.notify_all()
 
     def _fail_pending(self, seq: int, error: DeviceError) -> None:
         with self._cond:
@@ -326,47 +361,86 @@ class XrsDriver:
             self._seq = (self._seq + 1) & 0xFF
             pending = self._pending = _Pending(self._seq)
         wire = xrs.encode_frame(pending.seq, request)
+        # Time budget of the whole call, from its first transmission: reply_timeout_s x max_attempts. Within it
+        # the identical frame is resent when the attempt's timer runs out (beam off: a shorter timer, it is the
+        # frame that matters most) or early when a damaged frame arrived; the unit answers a resent request from
+        # its reply cache without executing it again (§5), and a late reply to any earlier attempt still counts.
+        attempt_timeout_s = (self.beam_off_reply_timeout_s if isinstance(request, xrs.BeamOff)
+                             else self.reply_timeout_s)
+        budget_s = self.reply_timeout_s * self.max_attempts
+        max_early = EARLY_RETRANSMISSIONS_PER_ATTEMPT * self.max_attempts
+        sent = early = 0
+        first_sent_s = 0.0
+        last_early_s = -math.inf
+        next_is_early = False
         try:
-            for attempt in range(self.max_attempts):
+            while True:
+                with self._cond:
+                    damaged_before = pending.damaged_frames
                 sent_s = time.monotonic()
+                if not sent:
+                    first_sent_s = sent_s
+                if next_is_early:          # the spacing of early resends is measured between their sends
+                    last_early_s, next_is_early = sent_s, False
                 try:
-                    port.write(wire)
+                    # a resent frame starts with an empty frame (0x00): the unit then drops whatever half frame
+                    # the damaged attempt left in its decoder instead of gluing it to this one
+                    port.write(RESYNC + wire if sent else wire)
                 except Exception as exc:
                     self._declare_lost(f"writing {what} to {self.url} failed: {exc}")
                     raise LinkLost(f"{what} not delivered: {exc}; the link to the X-ray unit is lost, "
                                    "treat the beam state as unknown and call reconnect()", device=DEVICE) from None
                 self._frames_sent += 1
-                if attempt:
+                if sent:
                     self._retries += 1
-                deadline_s = sent_s + self.reply_timeout_s
+                sent += 1
+                attempt_deadline_s = min(sent_s + attempt_timeout_s, first_sent_s + budget_s)
+                resend_early = False
                 with self._cond:
                     while pending.reply is None and pending.error is None and not self._lost:
-                        remaining_s = deadline_s - time.monotonic()
-                        if remaining_s <= 0:
+                        now_s = time.monotonic()
+                        if now_s >= attempt_deadline_s:
                             break
-                        self._cond.wait(remaining_s)
+                        wake_s = attempt_deadline_s
+                        if pending.damaged_frames != damaged_before and early < max_early:
+                            early_s = last_early_s + EARLY_RETRANSMIT_MIN_INTERVAL_S
+                            if now_s >= early_s:
+                                resend_early = True
+                                break
+                            wake_s = min(wake_s, early_s)
+                        self._cond.wait(wake_s - now_s)
                     reply, error, lost = pending.reply, pending.error, self._lost
                 if error is not None:
                     raise error
                 if reply is not None:
-                    self._rtts_ms.append((pending.reply_time_s - sent_s) * 1000.0)
+                    self._rtts_ms.append(max(0.0, pending.reply_time_s - sent_s) * 1000.0)
                     self._last_reply_time_s = pending.reply_time_s
-                    if attempt:
-                        self._maybe_degraded(f"{what} needed {attempt} retransmission(s)")
+                    if sent > 1:
+                        self._maybe_degraded(f"{what} needed {sent - 1} retransmission(s), {early} of them "
+                                             "early after a damaged frame")
                     return self._check_reply(request, reply)
                 if lost:
                     raise LinkLost(f"{what}: the link to the X-ray unit was lost while waiting for the reply "
                                    f"({self._lost_reason}); treat the beam state as unknown and call reconnect()",
                                    device=DEVICE)
+                if resend_early:
+                    early += 1
+                    self._early_retransmissions += 1
+                    _log.debug("xrs_early_retransmission", what=what, seq=pending.seq, attempt=sent + 1,
+                               after_ms=round((time.monotonic() - sent_s) * 1000.0, 3))
+                    next_is_early = True
+                    continue
                 self._timeouts += 1
-            total_s = self.max_attempts * self.reply_timeout_s
+                if time.monotonic() >= first_sent_s + budget_s:
+                    break
+            elapsed_s = time.monotonic() - first_sent_s
             last = self._decoder.last_error
             detail = f" last bad frame: {last.reason}." if last is not None else ""
-            self._declare_lost(f"no valid answer to {what} after {self.max_attempts} attempts "
-                               f"({total_s:.2f} s).{detail}")
-            raise LinkLost(f"no valid answer from the X-ray unit to {what} after {self.max_attempts} attempts "
-                           f"in {total_s:.2f} s: the link is lost, treat the beam state as unknown, check the "
-                           "cable and call reconnect()", device=DEVICE)
+            self._declare_lost(f"no valid answer to {what} within {elapsed_s:.2f} s ({sent} attempts, {early} of "
+                               f"them resent early after a damaged frame).{detail}")
+            raise LinkLost(f"no valid answer from the X-ray unit to {what} within {elapsed_s:.2f} s ({sent} "
+                           "attempts): the link is lost, treat the beam state as unknown, check the cable and "
+                           "call reconnect()", device=DEVICE)
         finally:
             with self._cond:
                 if self._pending is pending:
@@ -381,7 +455,7 @@ class XrsDriver:
         try:
             if port is None:
                 raise DeviceError("link closed")
-            port.write(xrs.encode_frame(seq, request))
+            port.write(RESYNC + xrs.encode_frame(seq, request))   # the unit may hold a half frame: drop it
             self._frames_sent += 1
         except Exception as exc:
             _log.warning("xrs_best_effort_beam_off_failed", error=str(exc))
@@ -519,6 +593,11 @@ class XrsDriver:
             rtt_p50_ms=_percentile(rtts, 0.50),
             rtt_p99_ms=_percentile(rtts, 0.99),
         )
+
+    @property
+    def early_retransmissions(self) -> int:
+        """Retransmissions sent at once after a damaged frame (already counted in link_stats().retries)."""
+        return self._early_retransmissions
 
     @property
     def link_lost(self) -> bool:
