@@ -228,7 +228,7 @@ def cmd_demo(args) -> int:
 def _run(args) -> int:
     from drivers.errors import DeviceError
     from logs.crypto import InstallationKey
-    from logs.store import Store
+    from logs.store import Store, StoreError
     from orconsole.config import ConfigError, load_config
     from orconsole.identity import IdentityService
     from orconsole.models import Patient, Refused, TrialProtocol
@@ -311,6 +311,8 @@ def _run(args) -> int:
             raise _Refusal(f"device error: {exc.message}") from exc
         except PermissionError as exc:
             raise _Refusal(str(exc)) from exc
+        except StoreError as exc:          # StoreUnavailable says which store and what to do
+            raise _Refusal(f"record store: {exc}") from exc
     finally:
         service.close()
         store.close()
