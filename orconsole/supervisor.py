@@ -906,6 +906,8 @@ class Supervisor:
                                       f"today's latest check {qa.qa_id} gives {qa.k_out:.4f}: re-plan")
                 except Refused as exc:
                     qa_problem = exc.message
+                except Exception as exc:  # noqa: BLE001 - a probe that fails cannot vouch for today's output check
+                    qa_problem = f"today's output check could not be read ({exc})"
             self.interlocks.update(InterlockId.OUTPUT_CHECK_NOT_PASSED, bool(qa_problem), now_s=now_s,
                                    detail=qa_problem)
             calibration_problem = ""

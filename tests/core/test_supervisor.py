@@ -286,3 +286,26 @@ def test_a_bug_in_the_status_evaluation_switches_the_beam_off_and_ends_in_fault(
     assert BeamOffReason.CONSOLE_FAULT in xrs.beam_off_reasons
     assert "internal console error" in snap.last_message and "service" in snap.last_message
     assert sup._thread.is_alive(), "the supervisor thread must survive its own bug"
+
+
+def test_a_failing_output_check_probe_blocks_the_start_with_its_reason_and_faults_nothing(tmp_path):
+    clock = MonotonicClock()
+    xrs = FakeXrs(clock, dose_rate_gy_per_s=20.0 / PLAN_TIME_S)
+
+    def unreadable():
+        raise OSError("record store down")
+    sup = Supervisor(xrs, journal_path=tmp_path / "journal.jsonl", clock=clock, device_source_serial=f.SERIAL,
+                     config=CONFIG, today=lambda: f.TODAY, qa_results=unreadable,
+                     record_store_available=lambda: True)
+    box = sup.subscribe()
+    sup.start()
+    try:
+        plan = short_plan()
+        ok(sup.load_plan(ApprovedPlan(plan=plan.plan)))
+        ok(sup.approve(plan))
+        ok(sup.verify_identity(medical_record_number="MRN-100234", date_of_birth=f.patient().date_of_birth))
+        refused = sup.confirm_ready().result(timeout=TIMEOUT_S)
+        assert not refused.ok and "output check could not be read (record store down)" in refused.reason
+        assert box.wait_for(lambda s: s.seq >= 0, 1.0).state is not State.FAULT
+    finally:
+        sup.close()
