@@ -238,7 +238,7 @@ def test_a_stream_of_garbage_cannot_make_the_driver_spin_and_the_call_still_wait
 def test_at_bit_error_rate_1e_3_two_thousand_status_calls_keep_the_link_and_run_each_exactly_once(sim_link):
     driver, bench, events = sim_link()
     device = bench.devices["xrs"]
-    executed = device.requests_executed
+    executed, duplicates = device.requests_executed, device.duplicates
     bench.xrs_model.inject("bit_errors", rate=1e-3)
     calls = 2000
     for _ in range(calls):
@@ -246,6 +246,7 @@ def test_at_bit_error_rate_1e_3_two_thousand_status_calls_keep_the_link_and_run_
     bench.xrs_model.clear("bit_errors")
     assert device.requests_executed - executed == calls      # never executed twice, never skipped
     stats = driver.link_stats()
+    assert device.duplicates - duplicates <= stats.retries   # every copy the unit saw twice was a resend
     assert stats.retries > 0 and stats.crc_errors + stats.framing_errors > 0
     assert driver.early_retransmissions > 0                  # the path under test was exercised
     assert not driver.link_lost and LinkEventKind.LOST not in [e.kind for e in events]
