@@ -28,6 +28,9 @@ class _Writer:
             raise OSError("database is locked")
         return f"outcome of {report.name}"
 
+    def _apply_reason_notes(self):         # reasons typed after interruptions (tests/treatment/test_annotate.py)
+        self.reasons_applied = getattr(self, "reasons_applied", 0) + 1
+
     def _changed(self, message=None):
         if message:
             self.messages.append(message)
