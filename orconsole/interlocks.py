@@ -336,10 +336,15 @@ def _flag_names(flags: enum.Flag) -> str:
 
 def beam_conditions(status: XrsStatus, *, config: SiteConfig, since_beam_start_s: float,
                     expected_rate_gy_per_s: float, measured_rate_gy_per_s: float | None,
-                    primary_dose_gy: float, secondary_dose_gy: float) -> tuple[Condition, ...]:
+                    primary_dose_gy: float, secondary_dose_gy: float,
+                    primary_dose_at_request_gy: float | None = None) -> tuple[Condition, ...]:
     """Conditions checked while the beam is on. Technique and dose rate only after the ramp-up time.
 
-    `primary_dose_gy`: console timer × planned rate for this delivery; `secondary_dose_gy`: the IRM's.
+    `primary_dose_gy`: console timer × planned rate for this delivery when the status reply was evaluated;
+    `primary_dose_at_request_gy`: the same when the status was requested. The unit sampled its IRM somewhere
+    in between (a retransmitted request is answered from the unit's cache), so the channels disagree only by
+    the distance from the secondary to that interval: a late reply is not a disagreement.
+    `secondary_dose_gy`: the IRM's.
     """
     d = config.delivery
     # technique and dose rate mean something only while the unit irradiates at its setpoint: once the unit
@@ -356,7 +361,9 @@ def beam_conditions(status: XrsStatus, *, config: SiteConfig, since_beam_start_s
         rate_bad = rate_dev > d.dose_rate_tolerance_fraction + 1e-12
         rate_detail = (f"measured {measured_rate_gy_per_s * 60:.3f} Gy/min, expected "
                        f"{expected_rate_gy_per_s * 60:.3f} Gy/min ({rate_dev * 100:.1f} %)") if rate_bad else ""
-    gap_gy = abs(primary_dose_gy - secondary_dose_gy)
+    earliest_gy = primary_dose_gy if primary_dose_at_request_gy is None else min(primary_dose_at_request_gy,
+                                                                                 primary_dose_gy)
+    gap_gy = max(earliest_gy - secondary_dose_gy, secondary_dose_gy - primary_dose_gy, 0.0)
     allowed_gy = max(d.channel_agreement_fraction * max(primary_dose_gy, secondary_dose_gy),
                      d.channel_agreement_floor_gy)
     channels_bad = gap_gy > allowed_gy

@@ -807,6 +807,10 @@ class Supervisor:
         expected_rate_gy_per_s = plan.dose_to_deliver_gy / plan.treatment_time_s
         elapsed_s = self.sm.timer.elapsed_s
         primary_gy = min(elapsed_s, self.sm.timer.preset_s) * expected_rate_gy_per_s
+        # the timer when this status was requested (now_s): the unit sampled its IRM between then and now
+        segment_start_s = self._segment_start_s if self._segment_start_s is not None else now_s
+        waited_s = max(0.0, self._clock.now_s() - max(now_s, segment_start_s))
+        primary_at_request_gy = min(max(0.0, elapsed_s - waited_s), self.sm.timer.preset_s) * expected_rate_gy_per_s
         secondary_gy = self._segment_irm_gy(status)
         # dose rate from the unit's own clock: a late poll on a busy console must not look like a rate change
         device_s = status.device_time_s
@@ -820,7 +824,8 @@ class Supervisor:
         since_start_s = now_s - (self._segment_start_s or now_s)
         for c in beam_conditions(status, config=self.config, since_beam_start_s=since_start_s,
                                  expected_rate_gy_per_s=expected_rate_gy_per_s, measured_rate_gy_per_s=measured,
-                                 primary_dose_gy=primary_gy, secondary_dose_gy=secondary_gy):
+                                 primary_dose_gy=primary_gy, secondary_dose_gy=secondary_gy,
+                                 primary_dose_at_request_gy=primary_at_request_gy):
             self.interlocks.update(c.interlock, c.present, now_s=now_s, detail=c.detail)
         # during beam: has the delivered total already passed the prescription (the stops failed)?
         # The preset remainder is not projected here: the secondary stop ends a hot beam at the dose.
