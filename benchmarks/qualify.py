@@ -156,19 +156,18 @@ def render(rows: list[dict], fuzz: dict, evidence: list[dict], meta: dict) -> st
         "## Summary",
         "",
         f"{sum(r['passed'] for r in rows)} of {len(rows)} fault rows pass; "
-        f"{sum(1 for r in rows if r['gaps'])} pass or fail with a gap noted. Rows failing on a known safety gap: "
-        + (", ".join(f"**{r['scenario']}**" for r in rows if not r['passed']) or "none") + ".",
+        f"{sum(1 for r in rows if r['gaps'])} pass or fail with a gap noted. Rows failing: "
+        + (", ".join(f"**{r['scenario']}**" + (" (known gap)" if r['scenario'] in KNOWN_GAPS else "")
+                     for r in rows if not r['passed']) or "none") + ".",
         "",
         "Safety gaps this suite found (details per row below):",
         "",
         *[f"- **{', '.join(sid for sid, t in KNOWN_GAPS.items() if t == text)}**: {text}"
           for text in dict.fromkeys(KNOWN_GAPS.values())],
         *_observed_gaps(rows),
-        "- **Simulator** (`simulators/xrs_model.py` `_inject`): `param()` falls back to `value` for every "
-        "parameter, so `orconsole-sim --fault output_drift:F@T` also sets `duration_s = F` — a negative F is "
-        "refused (nothing injected) and a positive F becomes a step, not a drift. Rows 6b/6c therefore schedule "
-        "the drift in the model with explicit `fraction` and `duration_s` (tests/qualification/sim_child.py). orconsole-sim also has no control channel to "
-        "clear a fault or unplug/replug its port, and no fault that corrupts the IRM alone.",
+        "- **Simulator**: orconsole-sim has no control channel to clear a fault or unplug/replug its port (row 3 "
+        "unplugs at the console's end), and no fault that corrupts the IRM alone. Rows 6a2/6b/6c/7 schedule their "
+        "output changes in the model (tests/qualification/sim_child.py) for an exact fraction and duration.",
         "- **UNIDOS link**: no checksum; see the fuzzing table for how often a mutated reply decodes to another "
         "value.",
         "",

@@ -553,8 +553,9 @@ class XrsModel:
         return self.line_faults
 
     def _inject(self, kind: str, t: float, **params) -> None:
-        def param(name: str, default: float) -> float:
-            value = params.get(name, params.get("value", default))
+        def param(name: str, default: float, *, takes_value: bool = True) -> float:
+            # `value` (orconsole-sim --fault KIND:VALUE) stands for the kind's main parameter only
+            value = params.get(name, params.get("value", default) if takes_value else default)
             value = default if value is None else float(value)
             if not math.isfinite(value):
                 raise ValueError(f"{kind}: {name} must be finite, got {value!r}")
@@ -586,7 +587,7 @@ class XrsModel:
             self._output_drop = fraction
         elif kind == "output_drift":
             fraction = param("fraction", -0.05)
-            duration_s = param("duration_s", 60.0)
+            duration_s = param("duration_s", 60.0, takes_value=False)
             if not -1.0 <= fraction <= 1.0 or duration_s < 0:
                 raise ValueError(f"output_drift needs fraction within -1..1 and duration_s >= 0, got {fraction}, {duration_s}")
             self._drifts.append((t, fraction, duration_s))

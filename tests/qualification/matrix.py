@@ -13,18 +13,12 @@ from tests.qualification.harness import Row
 from tests.qualification.scenarios import SCENARIOS, run_fault
 
 # Rows whose failure is a known, reported safety gap in another module: pytest marks them xfail(strict=True)
-# so CI stays green until the gap is fixed, and then fails until the marker is removed.
-_POWER_LOSS_GAP = ("orconsole/supervisor.py RecoveredReading.delivered_gy gives a rebooted unit's zero counter as the "
-                   "delivered dose although the journal holds more (TreatmentService guards against it since d7f2560; "
-                   "any other consumer of the Supervisor's recovery figure would plan a full 20 Gy on top)")
-_RATE_WINDOW_GAP = ("orconsole/supervisor.py _evaluate_beam puts the IRM dose into the 1 s rate window with the poll's "
-                    "start time, not the reply's time: a status read that is retried (0.1-0.3 s) or delayed by load "
-                    "skews the measured dose rate by 10 % or more and trips dose_rate_out_of_tolerance falsely "
-                    "(intermittent: seen at bit errors 1e-4 and byte drops 1e-3, measured 10.5 % / 10.6 % off on a "
-                    "unit without output fault; fail-safe, but it interrupts a patient's treatment for nothing)")
-# 12-power-loss closed in orconsole/supervisor.py (RecoveredReading never below the journal)
-KNOWN_GAPS: dict[str, str] = {
-                              "2a-bit-errors-1e-4": _RATE_WINDOW_GAP, "2c-byte-drops-1e-3": _RATE_WINDOW_GAP}
+# so CI stays green until the gap is fixed, and then fails until the marker is removed. None open now:
+# - 12-power-loss closed in orconsole/supervisor.py (RecoveredReading never below the journal);
+# - 2a/2c false dose-rate / channel trips under retransmission closed: the rate window runs on the unit's clock
+#   and the channel check compares the IRM with the timer over the request-to-reply interval
+#   (tests/core/test_rate_window_delays.py); 2b completes since the driver resends within 30 ms (1f3a7b8).
+KNOWN_GAPS: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

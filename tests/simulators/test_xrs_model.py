@@ -319,6 +319,13 @@ def test_output_drift_reaches_its_fraction_after_its_duration(rig):
     assert rig.model.output_fraction(rig.clock.now_s()) == pytest.approx(0.90, abs=1e-3)
 
 
+def test_a_command_line_value_is_the_drift_fraction_only_the_duration_keeps_its_default(rig):
+    rig.ready().beam()
+    rig.model.inject("output_drift", value=-0.06)      # orconsole-sim --fault output_drift:-0.06@T
+    rig.run(30.0)
+    assert rig.model.output_fraction(rig.clock.now_s()) == pytest.approx(0.97, abs=1e-3)   # half of 60 s
+
+
 def test_applicator_removed_during_beam_is_a_fault_and_reported_as_no_applicator(rig):
     rig.ready().beam()
     rig.run(0.5)
