@@ -53,6 +53,14 @@ EVIDENCE_TESTS: list[tuple[str, str]] = [
     ("an edited audit entry is detected and named", "tests/logs/test_store.py::test_edited_audit_entry_is_detected_and_named"),
     ("a deleted audit entry is detected", "tests/logs/test_store.py::test_deleted_audit_entry_is_detected_and_named"),
     ("an inserted audit entry is detected", "tests/logs/test_store.py::test_inserted_audit_entry_is_detected"),
+    ("10: the Qt GUI thread stalls 5 s during beam: polling and journal go on, the beam stops on time",
+     "tests/ui/test_treatment_screen.py::test_a_five_second_gui_stall_during_beam_changes_nothing"),
+    ("link lost during beam: continuation and signature refused until the unit's counter is read after Reconnect",
+     "tests/treatment/test_link_loss_record.py"),
+    ("late or retransmitted status replies trip neither the dose-rate nor the channel-agreement interlock",
+     "tests/core/test_rate_window_delays.py"),
+    ("a retransmitted beam on does not make the console's timer end the beam late",
+     "tests/core/test_beam_on_retransmission.py"),
 ]
 
 
