@@ -366,6 +366,7 @@ class _UnopenedJournal:
 
 
 _BEAM_DEVICE_STATES = (XrsState.RAMP_UP, XrsState.BEAM_ON, XrsState.RAMP_DOWN)
+PRESET_END_QUIET_MAX_S = 0.25   # at most this long before the primary timer's end no regular status poll starts
 # run_exclusive: the states with no treatment armed, running, paused or awaiting a decision
 _EXCLUSIVE_STATES = (State.IDLE, State.PLAN_LOADED, State.APPROVED, State.COMPLETED, State.TERMINATED)
 # commands that cancel a running exclusive job (and then run); every other one is refused meanwhile
@@ -470,6 +471,7 @@ class Supervisor:
         self._unreconciled: dict[str, Any] | None = None   # delivery whose final IRM read was lost with the link
         self._segment_start_s: float | None = None
         self._rate_window: list[tuple[float, float]] = []   # (unit time, total IRM dose) over ~1 s
+        self._status_read_s: deque[float] = deque(maxlen=40)   # how long the last status reads took (~2 s)
         self._last_journal_s = -math.inf
         self._termination: TerminationStatus | None = None
         self._last_message = readout.report if readout.unfinished or readout.problems else "ready for a plan"
@@ -616,25 +618,34 @@ class Supervisor:
             end_s = self._beam_end_s if self.sm.state is State.BEAM_ON else None
             wake_s = deadline_s if end_s is None or end_s >= deadline_s else end_s
             now_s = self._clock.now_s()
-            if now_s < wake_s:
-                try:
-                    command = self._queue.get(timeout=wake_s - now_s)
-                except queue.Empty:
-                    command = None
-                if command is not None:
-                    self._execute(command)
-                    if self._reschedule_polls:    # the job polled the unit itself: no poll was missed
-                        self._reschedule_polls = False
-                        start_s, k = self._clock.now_s(), 0
-                    continue
+            # a command waiting is taken before the next poll even when polls run late back to back (status reads
+            # slower than the poll period on a noisy line): STOP must never queue behind polls
+            wait_s = max(0.0, wake_s - now_s)
+            try:
+                command = self._queue.get(timeout=wait_s) if wait_s > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                command = None
+            if command is not None:
+                self._execute(command)
+                if self._reschedule_polls:        # the job polled the unit itself: no poll was missed
+                    self._reschedule_polls = False
+                    start_s, k = self._clock.now_s(), 0
+                continue
             if wake_s < deadline_s:
                 spin_until = time.monotonic() + 0.002
                 while self._clock.now_s() < wake_s and time.monotonic() < spin_until:
                     pass                                  # queue timeouts may return a hair early
                 self.end_wake_lateness_s.append(self._clock.now_s() - wake_s)
+                self._end_at_preset_safely()              # beam off first: a status read may be retried on a bad line
                 self._poll_safely()
                 if self.sm.state is State.BEAM_ON:
                     self._beam_end_s = None               # not ended (status unreadable?): regular polls decide
+                continue
+            if end_s is not None and end_s - max(deadline_s, self._clock.now_s()) < self._preset_end_quiet_s():
+                # the primary timer ends within this poll's reach: a status read retried on a noisy line would hold
+                # the beam-off at the preset end behind it; the unit heard from the console at the previous poll,
+                # well inside its watchdog, and the end wake reads the status after the beam is off
+                k += 1
                 continue
             now_s = self._clock.now_s()
             self.tick_lateness_s.append(now_s - deadline_s)
@@ -715,6 +726,23 @@ class Supervisor:
             except Exception:  # the beam is already off; the state machine keeps what it had
                 log.exception("supervisor could not record the internal fault")
 
+    def _preset_end_quiet_s(self) -> float:
+        """How long before the preset end no regular poll starts: as long as the slowest of the recent status
+        reads (about 1 ms on a clean line, so the IRM stop keeps watching to the end; up to 0.25 s on a noisy
+        line, where the unit's IRM limit bounds a hot beam in the last instants)."""
+        return min(PRESET_END_QUIET_MAX_S, max(self._status_read_s, default=0.0))
+
+    def _end_at_preset_safely(self) -> None:
+        """At the primary timer's end: switch the beam off before anything else talks to the unit."""
+        try:
+            if self.sm.state is State.BEAM_ON and self.sm.timer.remaining_s <= 0:
+                self._end(Event.COMPLETE, TerminationStatus.NORMAL, "preset time reached",
+                          BeamOffReason.PRESET_TIME_REACHED)
+                self._publish()
+        except Exception as exc:  # a bug here must not keep the beam on: the fault path switches it off
+            self._internal_fault("end at the preset time", exc)
+            self._publish()
+
     def _poll_safely(self) -> None:
         try:
             self.poll_once()
@@ -735,6 +763,7 @@ class Supervisor:
         now_s = self._clock.now_s()
         try:
             status = self._xrs.status()
+            self._status_read_s.append(self._clock.now_s() - now_s)
         except LinkLost as exc:
             self._link_lost(now_s, exc.message)
             self._try_finish_segment(None)
@@ -1184,7 +1213,7 @@ class Supervisor:
         now_s = sent_s
         self._segment_start_s = now_s
         self._segment_start_utc = self._utc_now()
-        self._beam_end_s = now_s + self.sm.timer.remaining_s
+        self._beam_end_s = self._clock.now_s() + self.sm.timer.remaining_s   # the timer counts from sent_s
         self._rate_window.clear()
         self._last_journal_s = now_s
         self._termination = None

@@ -60,3 +60,33 @@ def test_the_timer_start_only_moves_earlier():
         timer.start_earlier(6.0)
     timer.start_earlier(4.7)
     assert timer.elapsed_s == pytest.approx(0.3)
+
+
+class SlowStatusXrs(FakeXrs):
+    """Every status read takes 150 ms (a noisy line whose replies are resent)."""
+
+    def status(self):
+        time.sleep(0.15)
+        return super().status()
+
+
+def test_at_the_preset_end_the_beam_goes_off_before_the_status_is_read(tmp_path):
+    clock = MonotonicClock()
+    xrs = SlowStatusXrs(clock, dose_rate_gy_per_s=20.0 / 2.0)
+    xrs.output_factor = 0.97                         # the timer, not the IRM, ends this beam
+    sup = Supervisor(xrs, journal_path=tmp_path / "journal.jsonl", clock=clock, device_source_serial=f.SERIAL,
+                     config=CONFIG, today=lambda: f.TODAY, qa_results=lambda: [f.qa()],
+                     record_store_available=lambda: True, segment_close_timeout_s=1.0)
+    box = sup.subscribe()
+    sup.start()
+    try:
+        to_ready(sup, short_plan(2.0))
+        ok(sup.arm())
+        ok(sup.beam_on())
+        end = wait_state(box, State.COMPLETED, State.TERMINATED, State.FAULT)
+        assert end.state is State.COMPLETED, end.last_message
+    finally:
+        sup.close()
+    # a status read in flight at the preset end would hold the beam off back by up to 150 ms (by 40 ms or more in
+    # three runs of four, depending on where the polls fall); none starts within 0.25 s of the end
+    assert xrs.beam_time_s - 2.0 < 0.04, xrs.beam_time_s

@@ -83,9 +83,9 @@ def test_a_continuation_is_delivered_end_to_end_on_the_simulator(xrs, tmp_path):
         assert snap.termination is TerminationStatus.NORMAL
         assert snap.secondary_dose_gy == pytest.approx(2.0, rel=0.05)
         assert snap.elapsed_s == pytest.approx(t.preset_time_s, abs=0.2)
-        assert not xrs.status().hv_on
     finally:
         sup.close()
+    assert not xrs.status().hv_on          # read once the supervisor no longer owns the driver
     entries = read_journal(tmp_path / "j.jsonl").entries
     assert entries[0]["kind"] == "treatment_opened" and entries[-1]["kind"] == "treatment_closed"
     assert sum(e["kind"] == "progress" for e in entries) >= 1
