@@ -39,6 +39,7 @@ UA_RANGE = (5.0, 40.0)
 BACKUP_TIME_RANGE_S = (0.1, 3600.0)
 IRM_LIMIT_RANGE_GY = (1e-6, 30.0)
 DEGRADED_EVENT_INTERVAL_S = 10.0
+MIN_ATTEMPTS_BEFORE_LOSS = 3         # a link is lost only after at least this many attempts, each heard out in full
 RTT_WINDOW = 1000
 MAX_ATTEMPTS_RANGE = (1, 50)
 # Early retransmission (docs/protocol/xrs-link.md §5): a damaged frame decoded while a request waits for its
@@ -369,6 +370,7 @@ class XrsDriver:
                              else self.reply_timeout_s)
         budget_s = self.reply_timeout_s * self.max_attempts
         max_early = EARLY_RETRANSMISSIONS_PER_ATTEMPT * self.max_attempts
+        min_attempts = min(MIN_ATTEMPTS_BEFORE_LOSS, self.max_attempts)
         sent = early = 0
         first_sent_s = 0.0
         last_early_s = -math.inf
@@ -394,7 +396,10 @@ class XrsDriver:
                 if sent:
                     self._retries += 1
                 sent += 1
-                attempt_deadline_s = min(sent_s + attempt_timeout_s, first_sent_s + budget_s)
+                # the first MIN_ATTEMPTS_BEFORE_LOSS attempts each get their full window even past the budget: a
+                # host stall (GC, load) longer than the budget must not declare a good link lost unheard
+                attempt_deadline_s = (sent_s + attempt_timeout_s if sent <= min_attempts
+                                      else min(sent_s + attempt_timeout_s, first_sent_s + budget_s))
                 resend_early = False
                 with self._cond:
                     while pending.reply is None and pending.error is None and not self._lost:
@@ -431,7 +436,7 @@ class XrsDriver:
                     next_is_early = True
                     continue
                 self._timeouts += 1
-                if time.monotonic() >= first_sent_s + budget_s:
+                if time.monotonic() >= first_sent_s + budget_s and sent >= min_attempts:
                     break
             elapsed_s = time.monotonic() - first_sent_s
             last = self._decoder.last_error

@@ -316,3 +316,26 @@ def test_beam_off_under_dropped_bytes_is_confirmed_every_time(sim_link):
         assert wait_for(lambda: driver.status().state == XrsState.READY)
     assert driver.link_stats().retries > 0 and not driver.link_lost
     assert driver.status().last_beam_off_cause == BeamOffCause.CONSOLE_COMMAND
+
+
+def test_a_host_stall_longer_than_the_budget_does_not_declare_a_good_link_lost(sim_link, monkeypatch):
+    """The console's thread is descheduled for 0.4 s (GC, load) right after sending: the budget has run out when
+    it wakes, but the link was never bad — a further attempt, heard out in full, gets the answer."""
+    import drivers.xrs as xrs_module
+
+    driver, _bench, events = sim_link()
+    real_monotonic = time.monotonic
+    stall = {"s": 0.0}
+    port = driver._port
+    real_write = port.write
+
+    def write(data):
+        real_write(data)
+        if not stall["s"]:
+            stall["s"] = 0.4                 # from now on the caller's clock reads 0.4 s later: it slept through
+    monkeypatch.setattr(port, "write", write)
+    monkeypatch.setattr(xrs_module.time, "monotonic", lambda: real_monotonic() + stall["s"])
+    monkeypatch.setattr(driver, "reply_timeout_s", 0.03)
+    status = driver.status()                 # LinkLost here fails the test
+    assert status.state is not None and not driver.link_lost
+    assert not [e for e in events if e.kind.name == "LOST"]
