@@ -21,6 +21,10 @@ class GuiThreadGarbageCollector(QObject):
         super().__init__(parent)
         self._was_enabled = gc.isenabled()
         gc.disable()
+        # what exists now (modules, the application, its windows) lives as long as the process: freeze it, so a
+        # full collection scans only what was made since and stays short (all threads wait for it: the GIL)
+        gc.collect()
+        gc.freeze()
         self._ticks = 0
         self._timer = QTimer(self)
         self._timer.setInterval(YOUNG_INTERVAL_MS)
