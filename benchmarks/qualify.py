@@ -115,20 +115,6 @@ def _observed_gaps(rows: list[dict]) -> list[str]:
         bullets.append(f"- **Delivery report** (rows {', '.join(hit)}): when the unit ends the beam itself, the "
                        "DeliveryReport is emitted before `_track_interlocks()` runs, so its `interlock_changes` lacks "
                        "the interlock that ended the delivery (the termination detail names the event).")
-    hit = having("nothing reconciles the record")
-    if hit:
-        bullets.append(f"- **Link loss** (rows {', '.join(hit)}): the record keeps the console's last IRM reading "
-                       "before the loss (segment `final_read=False`), below the unit's counter; nothing reconciles the "
-                       "record with the unit once the link is back.")
-    hit = having("no command to reconnect")
-    if hit:
-        bullets.append(f"- **Reconnect** (rows {', '.join(hit)}): the Supervisor and the TreatmentService have no "
-                       "command to reconnect a lost link; plugging the adapter back needs a console restart.")
-    hit = having("did not complete: link declared lost")
-    if hit:
-        bullets.append(f"- **Retransmission** (rows {', '.join(hit)}): at a bit-error rate of 1e-3 the link is "
-                       "declared lost (0.5 s without a valid status) and the treatment ends safely instead of "
-                       "completing: a 60-byte status reply is corrupted with ≈ 40 % probability at that rate.")
     hit = having("wall clock jumped")
     if hit:
         bullets.append(f"- **Wall clock** (rows {', '.join(hit)}): a ±1 h jump shifts the UTC stamps of the beam "
@@ -139,10 +125,6 @@ def _observed_gaps(rows: list[dict]) -> list[str]:
                        "assumes the journal's dose plus the most the beam could have given unjournalled — never an "
                        "overdose, but an under-dose of up to that margin, and the record's session 1 is an upper "
                        "bound, not a measurement.")
-    hit = having("record completion once the store is back")
-    if hit:
-        bullets.append(f"- **Record store** (rows {', '.join(hit)}): completing a record once the store is back "
-                       "is not yet qualified.")
     return bullets
 
 

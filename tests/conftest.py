@@ -106,3 +106,15 @@ def no_leftovers(request):
         problems.append("child processes still running: " + ", ".join(map(str, sorted(children))))
     if problems:
         pytest.fail(f"{request.node.nodeid} left things behind — " + "; ".join(problems), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def installation(tmp_path_factory):
+    """Demo users, approved calibration and today's output check — made once per session by `orconsole demo
+    --setup-only` (tests/support/installation.py); tests copy it (`installation.copy_to`)."""
+    from tests.support.installation import make_installation
+    home = tmp_path_factory.mktemp("installation") / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ORCONSOLE_HOME", str(home))
+        mp.delenv("ORCONSOLE_INSTALLATION_KEY", raising=False)
+        return make_installation(home)

@@ -25,10 +25,12 @@ class SlowReplyXrs(FakeXrs):
         time.sleep(REPLY_DELAY_S)
 
 
-def test_the_timer_counts_from_the_first_beam_on_frame_not_from_the_late_reply(tmp_path):
+def _deliver_2_s(xrs_class, tmp_path):
+    """A 2 s treatment on a fake unit of `xrs_class` whose output (97 %) leaves the end to the timer.
+    Returns the unit and the DeliveryReport; fails unless the treatment completed."""
     clock = MonotonicClock()
-    xrs = SlowReplyXrs(clock, dose_rate_gy_per_s=20.0 / 2.0)
-    xrs.output_factor = 0.97                         # the timer, not the IRM, ends this beam
+    xrs = xrs_class(clock, dose_rate_gy_per_s=20.0 / 2.0)
+    xrs.output_factor = 0.97
     sup = Supervisor(xrs, journal_path=tmp_path / "journal.jsonl", clock=clock, device_source_serial=f.SERIAL,
                      config=CONFIG, today=lambda: f.TODAY, qa_results=lambda: [f.qa()],
                      record_store_available=lambda: True, segment_close_timeout_s=1.0)
@@ -40,9 +42,13 @@ def test_the_timer_counts_from_the_first_beam_on_frame_not_from_the_late_reply(t
         ok(sup.beam_on())
         end = wait_state(box, State.COMPLETED, State.TERMINATED, State.FAULT)
         assert end.state is State.COMPLETED, end.last_message
-        report = reports.get(timeout=5.0)
+        return xrs, reports.get(timeout=5.0)
     finally:
         sup.close()
+
+
+def test_the_timer_counts_from_the_first_beam_on_frame_not_from_the_late_reply(tmp_path):
+    xrs, report = _deliver_2_s(SlowReplyXrs, tmp_path)
     # without the back-dated start the unit would irradiate REPLY_DELAY_S longer than the preset
     assert xrs.beam_time_s < 2.0 + REPLY_DELAY_S / 2, xrs.beam_time_s
     assert report.console_beam_on_s == pytest.approx(xrs.beam_time_s, abs=REPLY_DELAY_S / 2)
@@ -71,22 +77,7 @@ class SlowStatusXrs(FakeXrs):
 
 
 def test_at_the_preset_end_the_beam_goes_off_before_the_status_is_read(tmp_path):
-    clock = MonotonicClock()
-    xrs = SlowStatusXrs(clock, dose_rate_gy_per_s=20.0 / 2.0)
-    xrs.output_factor = 0.97                         # the timer, not the IRM, ends this beam
-    sup = Supervisor(xrs, journal_path=tmp_path / "journal.jsonl", clock=clock, device_source_serial=f.SERIAL,
-                     config=CONFIG, today=lambda: f.TODAY, qa_results=lambda: [f.qa()],
-                     record_store_available=lambda: True, segment_close_timeout_s=1.0)
-    box = sup.subscribe()
-    sup.start()
-    try:
-        to_ready(sup, short_plan(2.0))
-        ok(sup.arm())
-        ok(sup.beam_on())
-        end = wait_state(box, State.COMPLETED, State.TERMINATED, State.FAULT)
-        assert end.state is State.COMPLETED, end.last_message
-    finally:
-        sup.close()
+    xrs, _report = _deliver_2_s(SlowStatusXrs, tmp_path)
     # a status read in flight at the preset end would hold the beam off back by up to 150 ms (by 40 ms or more in
     # three runs of four, depending on where the polls fall); none starts within 0.25 s of the end
     assert xrs.beam_time_s - 2.0 < 0.04, xrs.beam_time_s

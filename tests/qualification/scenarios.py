@@ -44,7 +44,6 @@ class Scenario:
     ci: bool = True                  # part of the CI subset
     in_process: dict | None = None   # fault the CLI cannot express: scheduled by the model (tests/qualification/sim_child.py)
     record_hint: str = ""            # words the record's termination detail uses for this event
-    tolerate_link_loss: bool = False  # a line fault may end safely in link_lost (reported as a gap, not a failure)
 
 
 SCENARIOS: dict[str, Scenario] = {s.id: s for s in (
@@ -219,12 +218,7 @@ def run_fault(scenario: Scenario, *, seed: int = 1, applicator_cm: float = 3.0, 
                 row.beam_off_latency_s = round(off["device_time_s"] - injected["device_time_s"], 4)
                 row.notes.append(f"beam off by {off['cause']} ({off['reason']})")
         completed = d.final is not None and d.final.state is State.COMPLETED
-        if scenario.tolerate_link_loss and not completed and "link_lost" in d.interlocks_seen:
-            row.gaps.append(f"{scenario.fault}: the treatment did not complete: link declared lost "
-                            f"({stats.retries} retries, {stats.timeouts} timeouts, {stats.crc_errors} CRC errors); "
-                            "it ended safely (beam off, no overshoot) but retries did not carry it through")
-            expect = "link_lost"
-        elif scenario.expect_interlock is None:
+        if scenario.expect_interlock is None:
             expect = None
             row.check(completed,
                       f"expected a normal completion, got {row.termination}: {d.messages_seen[-2:]}")

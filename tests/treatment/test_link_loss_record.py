@@ -14,18 +14,9 @@ from orconsole.commands.demo import _plan_and_approve
 from orconsole.statemachine import State
 from orconsole.treatment import WorkflowRefused
 from simulators.bench import get_bench, reset_benches
-from tests.support.installation import ONCOLOGIST, PHYSICIST, THERAPIST, console_args, make_installation
+from tests.support.installation import ONCOLOGIST, PHYSICIST, THERAPIST, console_args
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def installation(tmp_path_factory):
-    home = tmp_path_factory.mktemp("installation-link") / "home"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ORCONSOLE_HOME", str(home))
-        mp.delenv("ORCONSOLE_INSTALLATION_KEY", raising=False)
-        return make_installation(home)
 
 
 @pytest.fixture

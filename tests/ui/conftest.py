@@ -102,17 +102,6 @@ def ready_supervisor(sim_xrs, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def installation(tmp_path_factory):
-    """Demo users, approved calibration and today's output check — made once by `orconsole demo --setup-only`."""
-    from tests.support.installation import make_installation
-    home = tmp_path_factory.mktemp("installation") / "home"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ORCONSOLE_HOME", str(home))
-        mp.delenv("ORCONSOLE_INSTALLATION_KEY", raising=False)
-        return make_installation(home)
-
-
-@pytest.fixture(scope="session")
 def installation_without_qa(tmp_path_factory):
     """Users and the approved calibration, but no output check today."""
     from tests.support.installation import make_installation
